@@ -1,0 +1,45 @@
+"""The `magdi` command line: thin commands over the modules that do the work.
+
+    magdi db start|status|stop          the managed local Neo4j
+    magdi import / export / cypher / stats
+    magdi teachers serve                the simulated teacher panel (generator extra)
+    magdi generate                      run a debate job (generator extra)
+    magdi serve                         the REST API (api extra)
+    magdi train / eval                  the MAGDi trainer (trainer extra)
+
+Service commands are registered here but import their heavy dependencies only when run, so an
+image built without the trainer extra still has a working `magdi generate`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+from magdi.cli import data, db
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
+app.add_typer(db.app, name="db", help="Start, inspect and stop the managed local Neo4j.")
+data.register(app)
+
+# (module, function) pairs that add their commands to `app`; each module imports only typer at top.
+_PLUGINS = [
+    ("services.generator.cli", "register"),
+    ("services.api.cli", "register"),
+    ("trainer.cli", "register"),
+]
+for _module, _fn in _PLUGINS:
+    try:
+        getattr(importlib.import_module(_module), _fn)(app)
+    except ModuleNotFoundError as _exc:  # part not installed in this image, or not built yet
+        logging.getLogger(__name__).debug("CLI plugin %s unavailable: %s", _module, _exc)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,40 @@
+"""Helpers shared by CLI commands: one console, and errors that exit non-zero with a message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+
+from magdi.formats import FormatError
+from magdi.settings import Neo4jNotConfigured
+from magdi.store.connection import Neo4jUnavailable
+from magdi.store.graph_store import GraphStore
+from magdi.store.open import open_store
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Errors that are the user's to fix: print the message, no traceback, exit 2.
+USER_ERRORS: tuple[type[Exception], ...] = (FormatError, Neo4jNotConfigured, Neo4jUnavailable, ValueError, FileNotFoundError)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except USER_ERRORS as exc:
+        raise fail(str(exc)) from None
+
+
+@contextmanager
+def store_or_exit() -> Iterator[GraphStore]:
+    with user_errors(), open_store() as store:
+        yield store

@@ -1,0 +1,290 @@
+"""The Multi-Agent Interaction Graph (MAG) domain model.
+
+One debate on one question is one MAG: a node per (agent, round) response and a directed edge
+(`INFORMS`) from every response that was shown in another response's prompt. Any number of agents
+and rounds; the reference's fixed 3x4 template is built only by the trainer's reference mode.
+
+These pydantic models are the contract between the generator, the graph store, the API and the
+trainer; they are what the API returns and what our lossless `jsonl` format holds, one MAG a line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from magdi import ids
+
+
+class TaskType(StrEnum):
+    """How answers are extracted and compared (see `magdi.answers`)."""
+
+    NUMBER = "number"  # GSM8K: a single number
+    YES_NO = "yes_no"  # StrategyQA
+    CHOICE = "choice"  # ECQA/CommonsenseQA, ARC, AQuA: one option by label or text
+    MATH = "math"  # MATH: LaTeX, compared symbolically
+    TEXT = "text"  # anything else: normalised string equality
+
+
+class ParseStatus(StrEnum):
+    VALID = "valid"  # reasoning and answer parsed from the teacher's output
+    INVALID = "invalid"  # the teacher answered but the output could not be parsed (raw text kept)
+    ABSENT = "absent"  # expected but missing (agent dropped out, gap in an imported file)
+
+
+class DebateStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False, use_enum_values=False)
+
+
+class Question(_Model):
+    """A benchmark question with its gold answer."""
+
+    dataset: str = Field(min_length=1)
+    qid: str = Field(min_length=1, description="id within the dataset (source id, index or text hash)")
+    text: str = Field(min_length=1)
+    task: TaskType = TaskType.TEXT
+    gold_answer: str | None = None
+    options: list[str] = Field(default_factory=list, description="answer options for choice tasks")
+    gold_explanation: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict, description="source fields kept for round trips")
+
+    @property
+    def id(self) -> str:
+        return ids.question_id(self.dataset, self.qid)
+
+
+class Agent(_Model):
+    """A seat at the table: a name unique within the panel, the model behind it and where it runs."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    model: str = Field(min_length=1)
+    endpoint: str | None = Field(default=None, description="base URL, never a key")
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.model}"
+
+
+class Response(_Model):
+    """One agent's answer in one round: a MAG node."""
+
+    agent: str
+    round: int = Field(ge=0)
+    parse_status: ParseStatus = ParseStatus.VALID
+    reasoning: str | None = None
+    answer: str | None = None
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0, description="self-reported, in [0,1]")
+    recalibrated_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    correct: bool | None = Field(default=None, description="answer equivalent to gold; None if unknown")
+    raw_text: str | None = Field(default=None, description="the teacher's output, verbatim")
+    parse_error: str | None = None
+    model: str | None = None
+    tokens_in: int | None = Field(default=None, ge=0)
+    tokens_out: int | None = Field(default=None, ge=0)
+    latency_s: float | None = Field(default=None, ge=0.0)
+    cost_usd: float | None = Field(default=None, ge=0.0)
+    finish_reason: str | None = None
+    prompt_hash: str | None = None
+    attempts: int | None = Field(default=None, ge=0, description="calls made for this turn, retries included")
+
+    @property
+    def label(self) -> int:
+        """Node class for the trainer: 1 correct, 0 incorrect, 2 absent/invalid/unknown."""
+        if self.parse_status is not ParseStatus.VALID or self.correct is None:
+            return 2
+        return 1 if self.correct else 0
+
+    @model_validator(mode="after")
+    def _absent_has_no_answer(self) -> Response:
+        if self.parse_status is ParseStatus.ABSENT and (self.answer is not None or self.reasoning is not None):
+            raise ValueError("an absent response carries no reasoning or answer")
+        return self
+
+
+class Edge(_Model):
+    """`source` was shown in the prompt that produced `target` (by agent/round coordinates)."""
+
+    source_agent: str
+    source_round: int = Field(ge=0)
+    target_agent: str
+    target_round: int = Field(ge=0)
+
+    @property
+    def same_agent(self) -> bool:
+        return self.source_agent == self.target_agent
+
+
+class Debate(_Model):
+    """A whole MAG: the question, the panel, every response and every visibility edge."""
+
+    question: Question
+    job_id: str | None = None
+    protocol: str = "reconcile"
+    panel: list[Agent]
+    config_hash: str | None = None
+    status: DebateStatus = DebateStatus.COMPLETE
+    responses: list[Response] = Field(default_factory=list)
+    edges: list[Edge] = Field(default_factory=list)
+    team_answer: str | None = None
+    team_correct: bool | None = None
+    majority_answer: str | None = None
+    consensus: bool | None = None
+    rounds_used: int | None = Field(default=None, ge=0)
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def id(self) -> str:
+        return ids.debate_id(self.job_id, self.question.dataset, self.question.qid)
+
+    def response_id(self, agent: str, round_: int) -> str:
+        return ids.response_id(self.id, agent, round_)
+
+    @field_validator("panel")
+    @classmethod
+    def _unique_agents(cls, panel: list[Agent]) -> list[Agent]:
+        names = [a.name for a in panel]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate agent names in panel: {', '.join(dupes)}")
+        if not panel:
+            raise ValueError("a debate needs at least one agent")
+        return panel
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Debate:
+        names = {a.name for a in self.panel}
+        seen: set[tuple[str, int]] = set()
+        for r in self.responses:
+            if r.agent not in names:
+                raise ValueError(f"response by {r.agent!r}, who is not on the panel")
+            if (r.agent, r.round) in seen:
+                raise ValueError(f"two responses for agent {r.agent!r} in round {r.round}")
+            seen.add((r.agent, r.round))
+        for e in self.edges:
+            for agent, rnd in ((e.source_agent, e.source_round), (e.target_agent, e.target_round)):
+                if (agent, rnd) not in seen:
+                    raise ValueError(f"edge endpoint ({agent}, round {rnd}) is not a response of this debate")
+        return self
+
+    # -- convenient views -------------------------------------------------------------------
+    def response(self, agent: str, round_: int) -> Response | None:
+        return next((r for r in self.responses if r.agent == agent and r.round == round_), None)
+
+    def rounds(self) -> int:
+        return 1 + max((r.round for r in self.responses), default=-1)
+
+    def sorted_responses(self) -> list[Response]:
+        order = {a.name: i for i, a in enumerate(self.panel)}
+        return sorted(self.responses, key=lambda r: (order[r.agent], r.round))
+
+    @property
+    def tokens_in(self) -> int:
+        return sum(r.tokens_in or 0 for r in self.responses)
+
+    @property
+    def tokens_out(self) -> int:
+        return sum(r.tokens_out or 0 for r in self.responses)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(r.cost_usd or 0.0 for r in self.responses)
+
+
+def full_visibility_edges(responses: Iterable[Response]) -> list[Edge]:
+    """The MAGDi spec's edges: every existing (a, r) informs every existing (a', r+1).
+
+    Absent and invalid nodes get none (they were not shown to anyone), unlike the reference code,
+    which hard-codes 27 index pairs, nine of them backwards in time (defect D4).
+    """
+    present = {(r.agent, r.round) for r in responses if r.parse_status is ParseStatus.VALID}
+    by_round: dict[int, list[str]] = {}
+    for agent, rnd in sorted(present):
+        by_round.setdefault(rnd, []).append(agent)
+    edges = []
+    for rnd in sorted(by_round):
+        for src in by_round[rnd]:
+            for dst in by_round.get(rnd + 1, []):
+                edges.append(Edge(source_agent=src, source_round=rnd, target_agent=dst, target_round=rnd + 1))
+    return edges
+
+
+class JobSpec(_Model):
+    """What a generation job runs: a dataset slice, a panel and a protocol."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    dataset: str = Field(min_length=1)
+    data_path: str | None = Field(default=None, description="dataset file read by the worker")
+    data_format: str | None = None
+    questions: list[Question] = Field(default_factory=list, description="inline questions (POST /v1/debates)")
+    offset: int = Field(default=0, ge=0)
+    limit: int | None = Field(default=None, ge=1)
+    panel: dict[str, Any] = Field(description="the panel config as loaded (no secrets)")
+    protocol: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobSpec:
+        if bool(self.data_path) == bool(self.questions):
+            raise ValueError("a job reads either a data file (data_path) or inline questions, exactly one")
+        return self
+
+    @property
+    def id(self) -> str:
+        return f"job-{self.name}"
+
+    @property
+    def config_hash(self) -> str:
+        inline = [q.model_dump(mode="json") for q in self.questions]
+        return ids.digest(self.dataset, self.data_path, inline, self.offset, self.limit, self.panel, self.protocol)
+
+
+class Job(_Model):
+    """A stored job and its progress counters."""
+
+    id: str
+    spec: JobSpec
+    status: JobStatus = JobStatus.QUEUED
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    errors: list[str] = Field(default_factory=list)
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+def canonical(debate: Debate) -> Debate:
+    """A copy with responses and edges in a fixed order (panel order, then round), for comparisons."""
+    order = {a.name: i for i, a in enumerate(debate.panel)}
+    edges = sorted(
+        debate.edges,
+        key=lambda e: (e.source_round, order[e.source_agent], e.target_round, order[e.target_agent]),
+    )
+    return debate.model_copy(update={"responses": debate.sorted_responses(), "edges": edges})

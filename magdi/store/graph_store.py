@@ -1,0 +1,364 @@
+"""Reading and writing MAGs in Neo4j.
+
+Writes go through a handful of `UNWIND $rows` queries per transaction, whatever the number of nodes,
+and MERGE on deterministic ids, so a retried or repeated write never duplicates anything. Reads
+fetch a whole MAG (or a page of MAGs) in one query. Every transaction function has a timeout and
+is run with the driver's managed retries for transient errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+import neo4j
+
+from magdi.mag import Debate
+from magdi.store import records, schema
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# -- Cypher ------------------------------------------------------------------------------------
+_MERGE_QUESTIONS = "UNWIND $rows AS q MERGE (n:Question {id: q.id}) SET n += q"
+_MERGE_AGENTS = "UNWIND $rows AS a MERGE (n:Agent {id: a.id}) SET n += a"
+_MERGE_DEBATES = """
+UNWIND $rows AS d
+MERGE (n:Debate {id: d.id}) SET n += d
+WITH n, d
+MATCH (q:Question {id: d.question_id})
+MERGE (n)-[:ON]->(q)
+WITH n, d
+OPTIONAL MATCH (j:Job {id: d.job_id})
+FOREACH (_ IN CASE WHEN j IS NULL THEN [] ELSE [1] END | MERGE (n)-[:PART_OF]->(j))
+"""
+_DROP_STALE = """
+UNWIND $rows AS d
+MATCH (:Debate {id: d.id})-[:HAS_RESPONSE]->(r:Response)
+WHERE NOT r.id IN d.response_ids
+DETACH DELETE r
+"""
+_DROP_STALE_EDGES = """
+UNWIND $rows AS d
+MATCH (:Debate {id: d.id})-[:HAS_RESPONSE]->(s:Response)-[x:INFORMS]->(t:Response)
+WHERE NOT (s.id + '>' + t.id) IN d.edge_keys
+DELETE x
+"""
+_MERGE_RESPONSES = """
+UNWIND $rows AS r
+MATCH (d:Debate {id: r.debate_id})
+MATCH (a:Agent {id: r.agent_id})
+MERGE (n:Response {id: r.id})
+SET n += r.props
+MERGE (d)-[:HAS_RESPONSE]->(n)
+MERGE (n)-[:BY]->(a)
+"""
+_MERGE_EDGES = """
+UNWIND $rows AS e
+MATCH (s:Response {id: e.src})
+MATCH (t:Response {id: e.dst})
+MERGE (s)-[x:INFORMS]->(t)
+SET x.same_agent = e.same_agent, x.debate_id = e.debate_id
+"""
+_MAG_PROJECTION = """
+RETURN d {.*} AS d,
+       [(d)-[:ON]->(q:Question) | q {.*}][0] AS q,
+       [(d)-[:HAS_RESPONSE]->(r:Response) | r {.*}] AS rs,
+       [(d)-[:HAS_RESPONSE]->(s:Response)-[:INFORMS]->(t:Response) | [s.agent, s.round, t.agent, t.round]] AS es
+"""
+
+# Filters a caller may pass to list/stream; each maps to one WHERE clause on `d`.
+_FILTERS: dict[str, str] = {
+    "dataset": "d.dataset = $dataset",
+    "job_id": "d.job_id = $job_id",
+    "status": "d.status = $status",
+    "consensus": "d.consensus = $consensus",
+    "team_correct": "d.team_correct = $team_correct",
+    "agent": "$agent IN d.agents",
+    "rounds_used": "d.rounds_used = $rounds_used",
+    "protocol": "d.protocol = $protocol",
+}
+
+
+@dataclass
+class DebateFilter:
+    """Filters for listing and streaming debates; None means "any"."""
+
+    dataset: str | None = None
+    job_id: str | None = None
+    status: str | None = None
+    consensus: bool | None = None
+    team_correct: bool | None = None
+    agent: str | None = None
+    rounds_used: int | None = None
+    protocol: str | None = None
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        params = {k: v for k, v in asdict(self).items() if v is not None}
+        clauses = [_FILTERS[k] for k in params]
+        return " AND ".join(clauses), params
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@dataclass
+class Stats:
+    debates: int = 0
+    complete: int = 0
+    consensus_rate: float | None = None
+    mean_rounds: float | None = None
+    team_accuracy: float | None = None
+    majority_accuracy: float | None = None
+    responses: int = 0
+    invalid_responses: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    tokens_per_debate: float | None = None
+    agents: list[dict[str, Any]] = field(default_factory=list)
+
+
+def encode_cursor(last_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode()
+
+
+def decode_cursor(cursor: str) -> str:
+    """Raises ValueError on anything that is not a cursor we issued."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
+    except Exception as exc:  # binascii, json, key and type errors all mean "not ours"
+        raise ValueError(f"invalid cursor {cursor[:40]!r}") from exc
+    if not isinstance(value, str):
+        raise ValueError(f"invalid cursor {cursor[:40]!r}")
+    return value
+
+
+class GraphStore:
+    """The MAG store on one Neo4j database. Thread-safe: a session per call, one shared driver."""
+
+    def __init__(self, driver: neo4j.Driver, *, database: str | None = None, query_timeout_s: float = 30.0):
+        self.driver = driver
+        self.database = database
+        self.timeout = query_timeout_s
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _run(self, fn: Callable[..., T], *args: Any, write: bool = False, timeout: float | None = None) -> T:
+        work = neo4j.unit_of_work(timeout=timeout or self.timeout)(fn)
+        with self.driver.session(database=self.database) as session:
+            if write:
+                return session.execute_write(work, *args)
+            return session.execute_read(work, *args)
+
+    def ensure_schema(self) -> int:
+        return schema.apply(self.driver, self.database)
+
+    # -- writes ----------------------------------------------------------------------------
+    def write_debates(self, debates: Iterable[Debate], *, replace: bool = True) -> int:
+        """Write MAGs in ONE transaction (a few UNWIND queries whatever their size).
+
+        `replace=True` makes the stored MAG equal to the given one (stale responses and edges of
+        these debates are removed); `replace=False` only adds/updates, which is what a generator
+        writing turn by turn wants.
+        """
+        batch = list(debates)
+        if not batch:
+            return 0
+        questions = {d.question.id: records.question_row(d.question) for d in batch}
+        agents = {a.id: records.agent_row(a) for d in batch for a in d.panel}
+        debate_rows = [records.debate_row(d) for d in batch]
+        response_rows = [records.response_row(d, r) for d in batch for r in d.responses]
+        edge_rows = [records.edge_row(d, e) for d in batch for e in d.edges]
+        stale = [
+            {
+                "id": d.id,
+                "response_ids": [d.response_id(r.agent, r.round) for r in d.responses],
+                "edge_keys": [f"{row['src']}>{row['dst']}" for row in (records.edge_row(d, e) for e in d.edges)],
+            }
+            for d in batch
+        ]
+
+        def tx(t: neo4j.ManagedTransaction) -> None:
+            t.run(_MERGE_QUESTIONS, rows=list(questions.values())).consume()
+            t.run(_MERGE_AGENTS, rows=list(agents.values())).consume()
+            t.run(_MERGE_DEBATES, rows=debate_rows).consume()
+            if replace:
+                t.run(_DROP_STALE, rows=stale).consume()
+                t.run(_DROP_STALE_EDGES, rows=stale).consume()
+            t.run(_MERGE_RESPONSES, rows=response_rows).consume()
+            t.run(_MERGE_EDGES, rows=edge_rows).consume()
+
+        self._run(tx, write=True)
+        return len(batch)
+
+    def write_debate(self, debate: Debate, *, replace: bool = True) -> None:
+        self.write_debates([debate], replace=replace)
+
+    def delete_debate(self, debate_id: str) -> bool:
+        """Delete a MAG and its responses; the question goes too when no other debate uses it."""
+
+        def tx(t: neo4j.ManagedTransaction) -> bool:
+            rec = t.run(
+                """
+                MATCH (d:Debate {id: $id})
+                OPTIONAL MATCH (d)-[:ON]->(q:Question)
+                OPTIONAL MATCH (d)-[:HAS_RESPONSE]->(r:Response)
+                DETACH DELETE r
+                WITH DISTINCT d, q
+                DETACH DELETE d
+                WITH q WHERE q IS NOT NULL AND NOT (q)<-[:ON]-(:Debate)
+                DETACH DELETE q
+                RETURN count(*) AS n
+                """,
+                id=debate_id,
+            ).consume()
+            return rec.counters.nodes_deleted > 0
+
+        return self._run(tx, write=True)
+
+    # -- reads -----------------------------------------------------------------------------
+    def get_debate(self, debate_id: str) -> Debate | None:
+        def tx(t: neo4j.ManagedTransaction) -> dict[str, Any] | None:
+            rec = t.run("MATCH (d:Debate {id: $id})" + _MAG_PROJECTION, id=debate_id).single()
+            return rec.data() if rec else None
+
+        row = self._run(tx)
+        return records.debate_from(row["d"], row["q"], row["rs"], row["es"]) if row else None
+
+    def debate_ids(self, flt: DebateFilter | None = None) -> list[str]:
+        where, params = (flt or DebateFilter()).where()
+        query = "MATCH (d:Debate)" + (f" WHERE {where}" if where else "") + " RETURN d.id AS id ORDER BY id"
+
+        def tx(t: neo4j.ManagedTransaction) -> list[str]:
+            return [r["id"] for r in t.run(query, **params)]
+
+        return self._run(tx)
+
+    def _page(self, flt: DebateFilter, after: str | None, limit: int, projection: str) -> list[dict[str, Any]]:
+        where, params = flt.where()
+        clauses = ([where] if where else []) + (["d.id > $after"] if after else [])
+        query = (
+            "MATCH (d:Debate)"
+            + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+            + " WITH d ORDER BY d.id LIMIT $limit "
+            + projection
+        )
+
+        def tx(t: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
+            return [r.data() for r in t.run(query, after=after, limit=limit, **params)]
+
+        return self._run(tx)
+
+    def list_debates(self, flt: DebateFilter | None = None, *, limit: int = 50, cursor: str | None = None) -> Page:
+        """Debate summaries (node properties, no responses), keyset-paginated by id."""
+        after = decode_cursor(cursor) if cursor else None
+        rows = self._page(flt or DebateFilter(), after, limit + 1, "RETURN d {.*} AS d")
+        items = [r["d"] for r in rows[:limit]]
+        for item in items:
+            if hasattr(item.get("created_at"), "iso_format"):
+                item["created_at"] = item["created_at"].iso_format()
+        more = len(rows) > limit
+        return Page(items=items, next_cursor=encode_cursor(items[-1]["id"]) if more and items else None)
+
+    def iter_debates(self, flt: DebateFilter | None = None, *, batch_size: int = 256) -> Iterator[Debate]:
+        """Stream whole MAGs in id order, one page query per `batch_size` MAGs (constant memory)."""
+        flt = flt or DebateFilter()
+        after: str | None = None
+        while True:
+            rows = self._page(flt, after, batch_size, _MAG_PROJECTION)
+            for row in rows:
+                yield records.debate_from(row["d"], row["q"], row["rs"], row["es"])
+            if len(rows) < batch_size:
+                return
+            after = rows[-1]["d"]["id"]
+
+    def count_debates(self, flt: DebateFilter | None = None) -> int:
+        where, params = (flt or DebateFilter()).where()
+        query = "MATCH (d:Debate)" + (f" WHERE {where}" if where else "") + " RETURN count(d) AS n"
+        return self._run(lambda t: t.run(query, **params).single()["n"])
+
+    def datasets(self) -> list[str]:
+        return self._run(
+            lambda t: [r["ds"] for r in t.run("MATCH (d:Debate) RETURN DISTINCT d.dataset AS ds ORDER BY ds")]
+        )
+
+    def stats(self, flt: DebateFilter | None = None) -> Stats:
+        """Agreement, rounds, team and per-agent accuracy, tokens and cost over the filtered debates.
+
+        Per-agent accuracy is over each agent's *final* valid response in each debate, and over its
+        round-0 response (before any discussion), so the effect of discussion is visible.
+        """
+        where, params = (flt or DebateFilter()).where()
+        match = "MATCH (d:Debate)" + (f" WHERE {where}" if where else "")
+        head = f"""
+        {match}
+        WITH collect(d) AS ds
+        RETURN size(ds) AS debates,
+               size([d IN ds WHERE d.status = 'complete']) AS complete,
+               CASE WHEN size(ds) = 0 THEN null ELSE
+                 toFloat(size([d IN ds WHERE d.consensus])) / size([d IN ds WHERE d.consensus IS NOT NULL]) END
+                 AS consensus_rate,
+               reduce(s = 0.0, d IN ds | s + coalesce(d.rounds_used, 0)) / CASE WHEN size(ds)=0 THEN 1 ELSE size(ds) END
+                 AS mean_rounds,
+               [d IN ds WHERE d.team_correct IS NOT NULL | d.team_correct] AS team,
+               reduce(s = 0, d IN ds | s + coalesce(d.tokens_in, 0)) AS tokens_in,
+               reduce(s = 0, d IN ds | s + coalesce(d.tokens_out, 0)) AS tokens_out,
+               reduce(s = 0.0, d IN ds | s + coalesce(d.cost_usd, 0.0)) AS cost_usd
+        """
+        agents_q = f"""
+        {match}
+        MATCH (d)-[:HAS_RESPONSE]->(r:Response)
+        WITH d, r.agent AS agent, collect(r) AS rs
+        WITH agent,
+             [x IN rs WHERE x.round = 0][0] AS first,
+             reduce(best = null, x IN [x IN rs WHERE x.parse_status = 'valid'] |
+                    CASE WHEN best IS NULL OR x.round > best.round THEN x ELSE best END) AS last,
+             size(rs) AS n, size([x IN rs WHERE x.parse_status = 'invalid']) AS invalid,
+             reduce(s = 0, x IN rs | s + coalesce(x.tokens_out, 0)) AS tout
+        RETURN agent,
+               count(*) AS debates,
+               sum(n) AS responses,
+               sum(invalid) AS invalid,
+               sum(tout) AS tokens_out,
+               avg(CASE WHEN first.correct IS NULL THEN null WHEN first.correct THEN 1.0 ELSE 0.0 END) AS round0_accuracy,
+               avg(CASE WHEN last.correct IS NULL THEN null WHEN last.correct THEN 1.0 ELSE 0.0 END) AS final_accuracy
+        ORDER BY agent
+        """
+        majority_q = f"""
+        {match}
+        MATCH (d)-[:ON]->(q:Question)
+        WITH d, q WHERE d.majority_answer IS NOT NULL AND q.gold_answer IS NOT NULL
+        MATCH (d)-[:HAS_RESPONSE]->(r:Response) WHERE r.answer = d.majority_answer AND r.correct IS NOT NULL
+        WITH d, collect(r.correct)[0] AS ok
+        RETURN avg(CASE WHEN ok THEN 1.0 ELSE 0.0 END) AS acc
+        """
+
+        def tx(t: neo4j.ManagedTransaction) -> Stats:
+            h = t.run(head, **params).single()
+            team = h["team"]
+            agents = [r.data() for r in t.run(agents_q, **params)]
+            majority = t.run(majority_q, **params).single()["acc"]
+            return Stats(
+                debates=h["debates"],
+                complete=h["complete"],
+                consensus_rate=h["consensus_rate"],
+                mean_rounds=h["mean_rounds"] if h["debates"] else None,
+                team_accuracy=(sum(team) / len(team)) if team else None,
+                majority_accuracy=majority,
+                responses=sum(a["responses"] for a in agents),
+                invalid_responses=sum(a["invalid"] for a in agents),
+                tokens_in=h["tokens_in"],
+                tokens_out=h["tokens_out"],
+                cost_usd=h["cost_usd"],
+                tokens_per_debate=((h["tokens_in"] + h["tokens_out"]) / h["debates"]) if h["debates"] else None,
+                agents=agents,
+            )
+
+        return self._run(tx, timeout=max(self.timeout, 120.0))

@@ -1,0 +1,65 @@
+"""Constraints, indexes and schema migrations, applied idempotently at start.
+
+Every statement is `IF NOT EXISTS`, so running them on each start is safe. Migrations are numbered;
+the applied version is kept on a single `:SchemaVersion` node so an upgrade runs only what is new.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import neo4j
+
+log = logging.getLogger(__name__)
+
+CONSTRAINTS = [
+    "CREATE CONSTRAINT question_id IF NOT EXISTS FOR (n:Question) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT debate_id IF NOT EXISTS FOR (n:Debate) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT response_id IF NOT EXISTS FOR (n:Response) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT agent_id IF NOT EXISTS FOR (n:Agent) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT job_id IF NOT EXISTS FOR (n:Job) REQUIRE n.id IS UNIQUE",
+    "CREATE CONSTRAINT evalrun_id IF NOT EXISTS FOR (n:EvalRun) REQUIRE n.id IS UNIQUE",
+]
+
+INDEXES = [
+    "CREATE INDEX debate_dataset IF NOT EXISTS FOR (n:Debate) ON (n.dataset)",
+    "CREATE INDEX debate_job IF NOT EXISTS FOR (n:Debate) ON (n.job_id)",
+    "CREATE INDEX debate_status IF NOT EXISTS FOR (n:Debate) ON (n.status)",
+    "CREATE INDEX question_dataset IF NOT EXISTS FOR (n:Question) ON (n.dataset)",
+    "CREATE INDEX response_debate IF NOT EXISTS FOR (n:Response) ON (n.debate_id)",
+    "CREATE INDEX response_agent_round IF NOT EXISTS FOR (n:Response) ON (n.agent, n.round)",
+    "CREATE INDEX job_status IF NOT EXISTS FOR (n:Job) ON (n.status)",
+]
+
+# (version, description, statements). Append only; never edit a released migration.
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "constraints and indexes", CONSTRAINTS + INDEXES),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def current_version(driver: neo4j.Driver, database: str | None = None) -> int:
+    records, _, _ = driver.execute_query(
+        "OPTIONAL MATCH (s:SchemaVersion {id: 'magdi'}) RETURN s.version AS v",
+        database_=database,
+        routing_=neo4j.RoutingControl.READ,
+    )
+    return records[0]["v"] or 0
+
+
+def apply(driver: neo4j.Driver, database: str | None = None) -> int:
+    """Run the migrations newer than the stored version; returns the version now in force."""
+    version = current_version(driver, database)
+    for number, description, statements in MIGRATIONS:
+        if number <= version:
+            continue
+        log.info("applying schema migration %d: %s", number, description)
+        for statement in statements:
+            driver.execute_query(statement, database_=database)
+        driver.execute_query(
+            "MERGE (s:SchemaVersion {id: 'magdi'}) SET s.version = $v, s.updated_at = datetime()",
+            v=number,
+            database_=database,
+        )
+        version = number
+    return version

@@ -1,0 +1,493 @@
+"""A managed local Neo4j Community server, fetched from Maven Central and run as a plain JVM.
+
+Why: the demo, the CLI and the tests need a real Neo4j without Docker, and the Neo4j tarball host
+is not always reachable while Maven Central is. `org.neo4j:neo4j` on Maven Central is the whole
+Community server (kernel, Cypher, bolt, procedures such as `db.labels()`); Maven resolves its
+runtime classpath once into `${MAGDI_CACHE_DIR:-~/.cache/magdi}/neo4j-<version>/lib` and every
+instance runs `java -cp 'lib/*' org.neo4j.server.CommunityEntryPoint` against its own home dir.
+The initial password is set the way `neo4j-admin dbms set-initial-password` does it: by running
+`org.neo4j.cli.AdminTool` from the same jars before the first start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import neo4j
+from neo4j.exceptions import AuthError, DriverError, Neo4jError
+
+log = logging.getLogger(__name__)
+
+NEO4J_VERSION = "5.26.30"  # same LTS line as the docker image neo4j:5.26-community
+_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
+_ENTRY_POINT = "org.neo4j.server.CommunityEntryPoint"
+_ADMIN_TOOL = "org.neo4j.cli.AdminTool"
+_SUPPORTED_JAVA = (17, 21)
+_SYSTEM_JAVAS = ("/usr/lib/jvm/java-17-openjdk-amd64/bin/java", "/usr/lib/jvm/java-21-openjdk-amd64/bin/java")
+_USER = "neo4j"
+_MARKER = "installed.json"
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>magdi</groupId><artifactId>neo4j-runtime</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.neo4j</groupId><artifactId>neo4j</artifactId><version>{version}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+
+class Neo4jInstallError(RuntimeError):
+    """The Neo4j jars or a Java runtime could not be obtained; the message says what to fix."""
+
+
+class Neo4jStartError(RuntimeError):
+    """The server did not come up; the message carries the tail of its log."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """How to reach a running managed server (what `credentials.json` holds, plus pid and home)."""
+
+    uri: str
+    user: str
+    password: str | None
+    pid: int
+    home: Path
+    bolt_port: int
+
+
+def default_cache_dir() -> Path:
+    """Jar cache shared by all checkouts and CI runs, so Neo4j is downloaded once per machine."""
+    return Path(os.environ.get("MAGDI_CACHE_DIR") or Path.home() / ".cache" / "magdi").expanduser()
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port (the OS picks it; a small race with other binders remains)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@functools.lru_cache(maxsize=16)
+def java_version(java: str) -> int | None:
+    """Major version of a `java` binary (8 for 1.8), or None when it does not run."""
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not m:
+        return None
+    major = int(m.group(1))
+    return int(m.group(2) or 0) if major == 1 else major
+
+
+def find_java() -> str:
+    """A Java that Neo4j 5.26 supports (17 or 21): JAVA_HOME, then the system JDK 17/21, then PATH.
+
+    Newer Javas (tested: Temurin 25) start 5.26 too but are unsupported upstream, so they are only
+    used as a last resort from PATH, with a warning.
+    """
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        cand = str(Path(java_home) / "bin" / "java")
+        if java_version(cand) in _SUPPORTED_JAVA:
+            return cand
+        log.warning("JAVA_HOME=%s is not Java 17 or 21 (Neo4j %s needs one); looking elsewhere", java_home, NEO4J_VERSION)
+    for cand in _SYSTEM_JAVAS:
+        if os.access(cand, os.X_OK):
+            return cand
+    on_path = shutil.which("java")
+    if on_path:
+        if java_version(on_path) not in _SUPPORTED_JAVA:
+            log.warning("%s is Java %s; Neo4j %s supports 17 and 21", on_path, java_version(on_path), NEO4J_VERSION)
+        return on_path
+    raise Neo4jInstallError(
+        f"no Java found: Neo4j {NEO4J_VERSION} needs Java 17 or 21 "
+        "(e.g. `apt install openjdk-17-jre-headless`) or set JAVA_HOME"
+    )
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock, so concurrent processes neither download twice nor start one home twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _mib(size: str) -> int:
+    m = re.fullmatch(r"(\d+)([kmgt]?)", size.strip().lower())
+    if not m:
+        raise ValueError(f"bad memory size {size!r} (use e.g. 512m or 1g)")
+    return int(m.group(1)) * {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024, "": 1 / 2**20}[m.group(2)]
+
+
+class ManagedNeo4j:
+    """One Neo4j server instance living in `home` (conf/, data/, logs/, run/, credentials.json)."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        auth: bool = True,
+        bolt_port: int | None = None,
+        page_cache: str = "64m",
+        heap: str = "1g",
+        java: str | None = None,
+        cache_dir: Path | None = None,
+        startup_timeout: float = 120.0,
+        jvm_args: Sequence[str] = (),
+    ) -> None:
+        """`jvm_args` are appended last, so they override ours (tests pass -XX:TieredStopAtLevel=1:
+        C1 only starts ~30% faster, but long Cypher workloads run slower without C2)."""
+        self.home = Path(home).expanduser().absolute()
+        self.auth = auth
+        self.bolt_port = bolt_port
+        self.page_cache = page_cache
+        self.heap = heap
+        self.java = java
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.startup_timeout = startup_timeout
+        self.jvm_args = tuple(jvm_args)
+        self.install_timeout = 1800.0
+        self.credentials_file = self.home / "credentials.json"
+        self.pid_file = self.home / "run" / "neo4j.pid"
+        self.log_file = self.home / "logs" / "neo4j.log"
+        self.console_log = self.home / "logs" / "console.log"  # JVM stdout/stderr (bad flags, crashes)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- install ---------------------------------------------------------------------------------
+    def ensure_installed(self) -> Path:
+        """Resolve the server's runtime jars with Maven once (atomic rename, file lock); returns lib/."""
+        root = self.cache_dir / f"neo4j-{NEO4J_VERSION}"
+        if (root / _MARKER).is_file():
+            return root / "lib"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with _flock(self.cache_dir / f"neo4j-{NEO4J_VERSION}.lock"):
+            if (root / _MARKER).is_file():  # another process finished while we waited
+                return root / "lib"
+            mvn = os.environ.get("MAGDI_MVN") or shutil.which("mvn")
+            if not mvn or not os.access(mvn, os.X_OK):
+                raise Neo4jInstallError(
+                    f"Maven (`mvn`) is needed once to fetch Neo4j {NEO4J_VERSION} from Maven Central into {root}; "
+                    "install it (e.g. `apt install maven`) or set MAGDI_MVN"
+                )
+            tmp = Path(tempfile.mkdtemp(prefix=f".neo4j-{NEO4J_VERSION}-", dir=self.cache_dir))
+            try:
+                (tmp / "pom.xml").write_text(_POM.format(version=NEO4J_VERSION))
+                cmd = [mvn, "-q", "-B", "-f", str(tmp / "pom.xml"), f"{_DEPENDENCY_PLUGIN}:copy-dependencies",
+                       f"-DoutputDirectory={tmp / 'lib'}", "-DincludeScope=runtime"]
+                log.info("downloading Neo4j %s from Maven Central into %s (once, ~125 MB)", NEO4J_VERSION, root)
+                t0 = time.monotonic()
+                try:
+                    res = subprocess.run(cmd, capture_output=True, text=True, timeout=self.install_timeout)
+                except subprocess.TimeoutExpired:
+                    raise Neo4jInstallError(f"mvn took over {self.install_timeout:.0f}s fetching Neo4j; is Maven Central reachable?") from None
+                except OSError as exc:
+                    raise Neo4jInstallError(f"could not run {mvn}: {exc}") from None
+                if res.returncode != 0 or not (tmp / "lib" / f"neo4j-{NEO4J_VERSION}.jar").is_file():
+                    tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-25:])
+                    raise Neo4jInstallError(
+                        f"mvn could not fetch org.neo4j:neo4j:{NEO4J_VERSION} (exit {res.returncode}); Maven Central "
+                        f"(or a mirror in ~/.m2/settings.xml) must be reachable:\n{tail}"
+                    )
+                jars = sorted(p.name for p in (tmp / "lib").glob("*.jar"))
+                (tmp / _MARKER).write_text(json.dumps({"version": NEO4J_VERSION, "jars": jars}, indent=1))
+                os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the cache is meant to be shared
+                if root.exists():  # a stale dir without marker: never complete, safe to replace
+                    shutil.rmtree(root)
+                os.replace(tmp, root)
+                log.info("Neo4j %s installed (%d jars) in %.0fs", NEO4J_VERSION, len(jars), time.monotonic() - t0)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return root / "lib"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> ServerInfo:
+        """Start (or find already running) the server for this home and wait until bolt answers."""
+        with _flock(self.home / "run" / "lock"):
+            running = self.status()
+            if running is not None:
+                log.info("Neo4j already running for %s (pid %d, %s)", self.home, running.pid, running.uri)
+                return running
+            lib = self.ensure_installed()
+            java = self.java or find_java()
+            creds = self._read_credentials()
+            attempts = 1 if self.bolt_port else 3  # retry with a fresh port if ours was taken meanwhile
+            for attempt in range(1, attempts + 1):
+                port = self.bolt_port or self._pick_port(creds if attempt == 1 else {})
+                try:
+                    return self._start_once(java, lib, port, creds)
+                except Neo4jStartError as exc:
+                    if attempt == attempts or "Address already in use" not in str(exc):
+                        raise
+                    log.warning("bolt port %d was taken during startup; retrying on another port", port)
+        raise AssertionError("unreachable")
+
+    def status(self) -> ServerInfo | None:
+        """The running server's info if its pid is alive and its bolt port answers, else None."""
+        pid = self._read_pid()
+        creds = self._read_credentials()
+        if pid is None or not self._alive(pid) or "bolt_port" not in creds:
+            return None
+        info = self._info(creds, pid)
+        try:
+            self._probe(info, timeout=3.0)
+        except AuthError:
+            log.warning("Neo4j pid %d answers but rejects the password in %s", pid, self.credentials_file)
+        except (DriverError, Neo4jError, OSError):
+            return None
+        return info
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM the server (a clean checkpoint), SIGKILL after `timeout`; False if it was not running."""
+        with _flock(self.home / "run" / "lock"):
+            pid = self._read_pid()
+            if pid is None or not self._alive(pid):
+                self.pid_file.unlink(missing_ok=True)
+                return False
+            log.info("stopping Neo4j pid %d (%s)", pid, self.home)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            if not self._wait_exit(pid, timeout):
+                log.warning("Neo4j pid %d ignored SIGTERM for %.0fs; sending SIGKILL", pid, timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._wait_exit(pid, 10.0)
+            self.pid_file.unlink(missing_ok=True)
+            return True
+
+    def __enter__(self) -> ServerInfo:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- internals -------------------------------------------------------------------------------
+    def _start_once(self, java: str, lib: Path, port: int, creds: dict) -> ServerInfo:
+        self._write_config(lib, port)  # before the password: AdminTool reads the directories from it
+        password = self._prepare_password(java, lib, creds)
+        self._write_credentials(port, password)
+        cmd = [java, *self._jvm_args(java), "-cp", f"{lib}{os.sep}*", _ENTRY_POINT,
+               f"--home-dir={self.home}", f"--config-dir={self.home / 'conf'}"]
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        t0 = time.monotonic()
+        with open(self.console_log, "ab") as console:
+            console_offset = console.tell()
+            self._proc = subprocess.Popen(cmd, cwd=self.home, stdin=subprocess.DEVNULL, stdout=console,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        pid = self._proc.pid
+        self.pid_file.write_text(f"{pid}\n")
+        info = ServerInfo(f"bolt://127.0.0.1:{port}", _USER, password, pid, self.home, port)
+        try:
+            self._wait_ready(info, log_offset, console_offset)
+        except BaseException:
+            self._proc.kill()
+            self._proc.wait()
+            self.pid_file.unlink(missing_ok=True)
+            raise
+        log.info("Neo4j %s up in %.1fs: %s (pid %d, home %s)", NEO4J_VERSION, time.monotonic() - t0, info.uri, pid, self.home)
+        return info
+
+    def _wait_ready(self, info: ServerInfo, log_offset: int, console_offset: int) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise Neo4jStartError(f"Neo4j exited with code {code} during startup.\n{self._log_tail(log_offset, console_offset)}")
+            try:
+                with socket.create_connection(("127.0.0.1", info.bolt_port), timeout=0.5):
+                    pass
+                self._probe(info, timeout=2.0)
+                return
+            except AuthError as exc:
+                raise Neo4jStartError(f"Neo4j rejected the password in {self.credentials_file}: {exc}") from None
+            except (DriverError, Neo4jError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise Neo4jStartError(
+                    f"Neo4j did not answer on {info.uri} within {self.startup_timeout:.0f}s.\n"
+                    f"{self._log_tail(log_offset, console_offset)}"
+                )
+            time.sleep(0.25)
+
+    @staticmethod
+    def _probe(info: ServerInfo, timeout: float) -> None:
+        """Bolt handshake + login + `RETURN 1` on the default database (so it is really online)."""
+        auth = (info.user, info.password) if info.password else None
+        with neo4j.GraphDatabase.driver(info.uri, auth=auth, connection_timeout=timeout,
+                                        connection_acquisition_timeout=timeout, max_transaction_retry_time=0) as drv:
+            drv.verify_connectivity()
+            drv.execute_query("RETURN 1")
+
+    def _prepare_password(self, java: str, lib: Path, creds: dict) -> str | None:
+        """Reuse the stored password; before the very first start, set a fresh random one."""
+        if not self.auth:
+            return None
+        password = creds.get("password")
+        if (self.home / "data" / "databases" / "system").exists():
+            if not password:
+                raise Neo4jStartError(
+                    f"{self.home} holds a database created without auth (or its credentials.json is lost), "
+                    "so its password is unknown; start it with auth=False or delete the directory"
+                )
+            return str(password)
+        password = password or secrets.token_urlsafe(24)
+        env = {**os.environ, "NEO4J_HOME": str(self.home), "NEO4J_CONF": str(self.home / "conf")}
+        res = subprocess.run([java, "-XX:TieredStopAtLevel=1", "-cp", f"{lib}{os.sep}*", _ADMIN_TOOL,
+                              "dbms", "set-initial-password", password],
+                             env=env, capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            raise Neo4jStartError(f"setting the initial Neo4j password failed:\n{res.stdout}{res.stderr}")
+        return password
+
+    def _jvm_args(self, java: str) -> list[str]:
+        """Neo4j's own default JVM flags, minus G1/pre-touch: SerialGC starts faster with a small heap."""
+        xms = max(16, min(256, int(_mib(self.heap))))
+        args = [f"-Xms{xms}m", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:+ExitOnOutOfMemoryError",
+                "-XX:-OmitStackTraceInFastThrow", "-XX:+UnlockExperimentalVMOptions", "-XX:+TrustFinalNonStaticFields",
+                "-Djdk.nio.maxCachedBufferSize=1024", "-Dio.netty.tryReflectionSetAccessible=true",
+                "-Dlog4j2.disable.jmx=true", "-Dfile.encoding=UTF-8",
+                "--add-opens=java.base/java.nio=ALL-UNNAMED", "--add-opens=java.base/java.io=ALL-UNNAMED",
+                "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED", "--enable-native-access=ALL-UNNAMED"]
+        if (java_version(java) or 0) >= 23:  # silence sun.misc.Unsafe warnings on unsupported newer Javas
+            args.append("--sun-misc-unsafe-memory-access=allow")
+        return [*args, *self.jvm_args]
+
+    def _write_config(self, lib: Path, port: int) -> None:
+        h = self.home
+        for sub in ("conf", "data", "logs", "run", "plugins", "import"):
+            (h / sub).mkdir(parents=True, exist_ok=True)
+        conf = {
+            "server.default_listen_address": "127.0.0.1",
+            "server.default_advertised_address": "127.0.0.1",
+            "server.bolt.enabled": "true",
+            "server.bolt.listen_address": f"127.0.0.1:{port}",
+            "server.bolt.advertised_address": f"127.0.0.1:{port}",
+            "server.http.enabled": "false",
+            "server.https.enabled": "false",
+            "server.memory.pagecache.size": self.page_cache,
+            "dbms.usage_report.enabled": "false",
+            "dbms.security.auth_enabled": str(self.auth).lower(),
+            "server.directories.data": str(h / "data"),
+            "server.directories.logs": str(h / "logs"),
+            "server.directories.run": str(h / "run"),
+            "server.directories.plugins": str(h / "plugins"),
+            "server.directories.import": str(h / "import"),
+            "server.directories.lib": str(lib),
+            # Netty's default 5 s quiet period, paid twice, made every clean stop take ~10 s.
+            "internal.dbms.bolt.netty_server_shutdown_quiet_period": "0",
+            "internal.dbms.bolt.netty_server_shutdown_timeout": "5s",
+        }
+        text = "# written by magdi.store.server; edits are overwritten on start\n"
+        (h / "conf" / "neo4j.conf").write_text(text + "".join(f"{k}={v}\n" for k, v in conf.items()))
+
+    def _pick_port(self, creds: dict) -> int:
+        """Keep the previous port when it is free, so a restarted server keeps its URI."""
+        prev = creds.get("bolt_port")
+        return int(prev) if isinstance(prev, int) and _port_free(prev) else free_port()
+
+    def _write_credentials(self, port: int, password: str | None) -> None:
+        data = {"uri": f"bolt://127.0.0.1:{port}", "user": _USER, "password": password,
+                "bolt_port": port, "auth": self.auth, "neo4j_version": NEO4J_VERSION}
+        tmp = self.credentials_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+        os.chmod(tmp, 0o600)  # O_CREAT's mode does not apply to an existing leftover file
+        os.replace(tmp, self.credentials_file)
+
+    def _read_credentials(self) -> dict:
+        try:
+            data = json.loads(self.credentials_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _info(self, creds: dict, pid: int) -> ServerInfo:
+        port = int(creds["bolt_port"])
+        return ServerInfo(creds.get("uri") or f"bolt://127.0.0.1:{port}", creds.get("user") or _USER,
+                          creds.get("password"), pid, self.home, port)
+
+    def _read_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _alive(self, pid: int) -> bool:
+        """Is `pid` a live (not zombie) Neo4j of this home? Guards against recycled pids on Linux."""
+        if self._proc is not None and self._proc.pid == pid:
+            return self._proc.poll() is None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False  # someone else's process: not ours
+        proc = Path(f"/proc/{pid}")
+        if proc.is_dir():
+            try:
+                if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    return False
+                cmdline = proc.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                return False
+            return _ENTRY_POINT in cmdline and f"--home-dir={self.home}" in cmdline
+        return True
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._alive(pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def _log_tail(self, log_offset: int, console_offset: int, lines: int = 40) -> str:
+        """This run's part of neo4j.log and of the JVM console output, last `lines` lines each."""
+        parts = []
+        for path, offset in ((self.log_file, log_offset), (self.console_log, console_offset)):
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    text = fh.read().decode(errors="replace").strip()
+            except OSError:
+                continue
+            if text:
+                parts.append(f"--- {path} ---\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts) or f"(no log output; see {self.home / 'logs'})"
