@@ -43,13 +43,11 @@ _SUPPORTED_JAVA = (17, 21)
 _SYSTEM_JAVAS = ("/usr/lib/jvm/java-17-openjdk-amd64/bin/java", "/usr/lib/jvm/java-21-openjdk-amd64/bin/java")
 _USER = "neo4j"
 _MARKER = "installed.json"
-_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>magdi</groupId><artifactId>neo4j-runtime</artifactId><version>1</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency><groupId>org.neo4j</groupId><artifactId>neo4j</artifactId><version>{version}</version></dependency>
-  </dependencies>
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+  <groupId>magdi</groupId><artifactId>neo4j-runtime</artifactId><version>1</version><packaging>pom</packaging>
+  <dependencies><dependency>
+    <groupId>org.neo4j</groupId><artifactId>neo4j</artifactId><version>{version}</version>
+  </dependency></dependencies>
 </project>
 """
 
@@ -84,15 +82,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @functools.lru_cache(maxsize=16)
@@ -172,7 +161,7 @@ class ManagedNeo4j:
     ) -> None:
         """`jvm_args` are appended last, so they override ours (tests pass -XX:TieredStopAtLevel=1:
         C1 only starts ~30% faster, but long Cypher workloads run slower without C2)."""
-        self.home = Path(home).expanduser().absolute()
+        self.home = Path(home).expanduser().resolve()
         self.auth = auth
         self.bolt_port = bolt_port
         self.page_cache = page_cache
@@ -242,6 +231,12 @@ class ManagedNeo4j:
             if running is not None:
                 log.info("Neo4j already running for %s (pid %d, %s)", self.home, running.pid, running.uri)
                 return running
+            pid = self._read_pid()
+            if pid is not None and self._alive(pid):  # a second JVM would only fail on the store lock
+                raise Neo4jStartError(
+                    f"Neo4j pid {pid} of {self.home} is running but bolt does not answer; stop it first "
+                    f"(ManagedNeo4j.stop / `magdi db stop`) and see {self.log_file}"
+                )
             lib = self.ensure_installed()
             java = self.java or find_java()
             creds = self._read_credentials()
@@ -262,9 +257,11 @@ class ManagedNeo4j:
         creds = self._read_credentials()
         if pid is None or not self._alive(pid) or "bolt_port" not in creds:
             return None
-        info = self._info(creds, pid)
+        port = int(creds["bolt_port"])
+        info = ServerInfo(creds.get("uri") or f"bolt://127.0.0.1:{port}", creds.get("user") or _USER,
+                          creds.get("password"), pid, self.home, port)
         try:
-            self._probe(info, timeout=3.0)
+            self._probe(info, timeout=5.0)
         except AuthError:
             log.warning("Neo4j pid %d answers but rejects the password in %s", pid, self.credentials_file)
         except (DriverError, Neo4jError, OSError):
@@ -419,7 +416,11 @@ class ManagedNeo4j:
     def _pick_port(self, creds: dict) -> int:
         """Keep the previous port when it is free, so a restarted server keeps its URI."""
         prev = creds.get("bolt_port")
-        return int(prev) if isinstance(prev, int) and _port_free(prev) else free_port()
+        if isinstance(prev, int):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s, contextlib.suppress(OSError):
+                s.bind(("127.0.0.1", prev))
+                return prev
+        return free_port()
 
     def _write_credentials(self, port: int, password: str | None) -> None:
         data = {"uri": f"bolt://127.0.0.1:{port}", "user": _USER, "password": password,
@@ -437,11 +438,6 @@ class ManagedNeo4j:
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
-
-    def _info(self, creds: dict, pid: int) -> ServerInfo:
-        port = int(creds["bolt_port"])
-        return ServerInfo(creds.get("uri") or f"bolt://127.0.0.1:{port}", creds.get("user") or _USER,
-                          creds.get("password"), pid, self.home, port)
 
     def _read_pid(self) -> int | None:
         try:
