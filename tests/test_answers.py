@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from magdi import answers
 from magdi.answers import (
     AnswerParseError,
     extract_answer,
     is_equivalent,
+    latex,
     latex_to_sympy_syntax,
     majority_vote,
     normalize_answer,
@@ -178,7 +178,7 @@ def test_symbolic_timeout_means_not_equal(monkeypatch: pytest.MonkeyPatch) -> No
         time.sleep(0.5)
         return True
 
-    monkeypatch.setattr(answers, "_sympy_equal", slow)
+    monkeypatch.setattr(latex, "_sympy_equal", slow)
     assert not symbolic_equal("\\frac{1}{2}", "0.5", timeout_s=0.05)
 
 
