@@ -1,0 +1,53 @@
+"""`magdi train` / `magdi eval` as registered commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from trainer.cli import register
+
+RECIPE = Path(__file__).resolve().parents[2] / "configs" / "trainer" / "tiny-cpu.yaml"
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_cli_module_imports_only_typer_and_the_stdlib() -> None:
+    code = "import sys, trainer.cli; print(sorted(m for m in ('torch', 'transformers', 'peft', 'neo4j', 'magdi') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_train_command_with_a_recipe_and_overrides(app, tmp_path, synth, write_jsonl) -> None:
+    path = write_jsonl([synth(i) for i in range(6)])
+    args = ["train", "--config", str(RECIPE), "--set", f"data.source=jsonl:{path}", "--set",
+            f"run.output_dir={tmp_path / 'run'}", "--set", "optim.max_steps=2", "--set", "run.progress=false",
+            "--set", "data.split_fractions=[1.0, 0.0, 0.0]", "--set", "lora.r=4"]
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    report = json.loads(outcome.output[outcome.output.index("{"):])
+    assert report["steps"] == 2 and Path(report["adapter"], "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "--config", str(RECIPE), "--set", "optim.lrr=1"], "optim.lrr"),
+    (["train", "--config", "/nonexistent.yaml"], "no such config file"),
+    (["eval", "--adapter", "x", "--k", "3"], "self-consistency needs sampling"),
+    (["eval", "--adapter", "x", "--data", "f.jsonl", "--format", "gsm8k", "--split", "test"], "not both"),
+    (["eval", "--adapter", "x", "--split", "train"], "val or test"),
+    (["eval", "--adapter", "/nonexistent", "--no-neo4j"], "not a trainer artefact"),
+])
+def test_user_errors_exit_2_with_a_message(app, args: list[str], message: str) -> None:
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 2 and message in outcome.output, outcome.output

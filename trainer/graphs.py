@@ -1,0 +1,297 @@
+"""One MAG -> one PyG `Data`: node texts as token ids, labels, INFORMS edges and ranking pairs.
+
+Design decisions (spec §2, §5.1 and defects D2-D9):
+- Node = a VALID response whose correctness is known (label 1 correct / 0 incorrect). Absent,
+  invalid and unlabelled responses are EXCLUDED from the graph (no node, no edge) and counted:
+  they have no text (D3), and a learned placeholder for them would only teach the GCN that
+  "missing" is a class. `loss.num_classes` 3 keeps the paper's head shape; class 2 never occurs.
+- Nodes are numbered in panel order, then round (`Debate.sorted_responses`), so the same MAG read
+  from Neo4j or from jsonl gives the identical graph. Edges follow the MAG's INFORMS edges
+  (source -> target, PyG convention), sorted; edges touching an excluded node are dropped.
+- Ranking pairs come from the MAG's own nodes only (D2): correct x incorrect balanced as §5.1
+  (the shorter list repeated cyclically), with an explicit `pair_has_neg` flag instead of the
+  reference's "NA" placeholder (D7).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+from torch_geometric.data import Data
+
+from magdi.answers import remove_agreement
+from magdi.mag import Debate, Question, Response
+
+log = logging.getLogger(__name__)
+
+_LETTERS = "ABCDEFGHIJ"
+
+
+# -- texts (spec §2.2, §6.2) ------------------------------------------------------------------------
+def format_question(q: Question) -> str:
+    """The `{question}` of the template: the text, plus lettered options for choice questions.
+
+    The reference expects options inside the question text (spec §3.1); ours keeps them in
+    `Question.options`, so they are appended here (unless the text already lists them all), the
+    same way for training nodes and evaluation prompts.
+    """
+    text = q.text
+    if q.options and not all(opt in text for opt in q.options):
+        text += " Answer choices: " + " ".join(f"({_LETTERS[i]}) {opt}" for i, opt in enumerate(q.options))
+    return text
+
+
+def prompt_text(question: str) -> str:
+    """The evaluation prompt, a prefix of every node text (no trailing space)."""
+    return f"[INST] ### Question: {question}[/INST] ### Answer:"
+
+
+def node_text(question: str, reasoning: str, answer: str) -> str:
+    """`[INST] ### Question: {q}[/INST] ### Answer: {reasoning} So the answer is {answer}` (exact spacing)."""
+    return f"{prompt_text(question)} {reasoning} So the answer is {answer}"
+
+
+def question_hash(question_id: str) -> int:
+    """A 63-bit integer for a question id, carried per node so a batch can be checked by question."""
+    return int.from_bytes(hashlib.sha256(question_id.encode()).digest()[:8], "big") & (2**63 - 1)
+
+
+# -- counters --------------------------------------------------------------------------------------
+@dataclass
+class DataStats:
+    """What the pipeline skipped or changed, so nothing is dropped silently."""
+
+    mags_read: int = 0
+    """MAGs of the requested split that were read."""
+    mags_used: int = 0
+    """MAGs turned into a training graph."""
+    skipped_no_nodes: int = 0
+    """MAGs with only absent/invalid/unlabelled responses: nothing to train on."""
+    skipped_no_target: int = 0
+    """MAGs without an NLL target (no correct node; for sft-single: the strongest teacher's
+    round-0 answer is not correct) and no other use (GCN off)."""
+    no_correct_kept: int = 0
+    """MAGDi with L_I on: MAGs without a correct node, kept for node classification only."""
+    nodes_used: int = 0
+    nodes_excluded: int = 0
+    """Absent, invalid or unlabelled responses left out of their graphs."""
+    nodes_truncated: int = 0
+    """Node texts cut to data.max_length tokens."""
+
+    def add(self, other: DataStats) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# -- planning (no tokenizer needed) -----------------------------------------------------------------
+@dataclass(frozen=True)
+class GraphSpec:
+    """The parts of the config that decide how a MAG becomes a graph."""
+
+    objective: str = "magdi"
+    keep_without_correct: bool = True
+    """Keep MAGs without a correct node (they still feed L_I); False when L_I is off."""
+    strongest_agent: str | None = None
+    max_length: int = 2048
+    remove_agreement: bool = True
+    agreement_prefixes: tuple[str, ...] = ("I agree", "I disagree")
+
+
+@dataclass
+class NodePlan:
+    nodes: list[Response]
+    labels: list[int]
+    nll: list[bool]
+    pairs: list[tuple[int, int, bool]]
+    edges: list[tuple[int, int]]
+    excluded: int = 0
+
+
+@dataclass
+class Skip:
+    reason: str  # a DataStats counter name
+    excluded: int = 0
+
+
+def plan_graph(debate: Debate, spec: GraphSpec) -> NodePlan | Skip:
+    """Choose nodes, NLL targets, pairs and edges of one MAG, or say why it is skipped."""
+    responses = debate.sorted_responses()
+    nodes = [r for r in responses if r.label in (0, 1)]
+    excluded = len(responses) - len(nodes)
+    if not nodes:
+        return Skip("skipped_no_nodes", excluded)
+    labels = [r.label for r in nodes]
+    if spec.objective == "sft-single":
+        nll = [r.label == 1 and r.round == 0 and r.agent == spec.strongest_agent for r in nodes]
+    else:
+        nll = [lab == 1 for lab in labels]
+    if not any(nll) and (spec.objective != "magdi" or not spec.keep_without_correct):
+        return Skip("skipped_no_target", excluded)
+    pairs: list[tuple[int, int, bool]] = []
+    if spec.objective == "magdi":
+        pos = [i for i, lab in enumerate(labels) if lab == 1]
+        neg = [i for i, lab in enumerate(labels) if lab == 0]
+        if pos and neg:
+            n = max(len(pos), len(neg))
+            pairs = [(pos[i % len(pos)], neg[i % len(neg)], True) for i in range(n)]
+        elif pos:
+            pairs = [(p, p, False) for p in pos]  # no negative in this MAG: flagged, never scored
+    index = {(r.agent, r.round): i for i, r in enumerate(nodes)}
+    edges = sorted({
+        (index[(e.source_agent, e.source_round)], index[(e.target_agent, e.target_round)])
+        for e in debate.edges
+        if (e.source_agent, e.source_round) in index and (e.target_agent, e.target_round) in index
+    })
+    return NodePlan(nodes, labels, nll, pairs, edges, excluded)
+
+
+def node_texts(debate: Debate, nodes: Sequence[Response], spec: GraphSpec) -> tuple[str, list[str]]:
+    """(prompt, node texts) of planned nodes; reasoning cleaned of agreement sentences (§2.4)."""
+    question = format_question(debate.question)
+    out = []
+    for r in nodes:
+        reasoning = r.reasoning or ""
+        if spec.remove_agreement:
+            reasoning = remove_agreement(reasoning, spec.agreement_prefixes)
+        out.append(node_text(question, reasoning, str(r.answer)))
+    return prompt_text(question), out
+
+
+# -- encoding --------------------------------------------------------------------------------------
+class MAGEncoder:
+    """Tokenises planned MAGs into `Data` objects; counts skips and truncations in `stats`."""
+
+    def __init__(self, tokenizer: object, spec: GraphSpec) -> None:
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.stats = DataStats()
+        self._bos: list[int] = [] if getattr(tokenizer, "bos_token_id", None) is None else [tokenizer.bos_token_id]
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is None:
+            raise ValueError("the tokenizer has no EOS token; node texts must end with one (spec §2.2)")
+        self._eos = [eos]
+
+    def encode(self, debate: Debate) -> Data | None:
+        """The MAG as a graph, or None (skipped and counted)."""
+        self.stats.mags_read += 1
+        plan = plan_graph(debate, self.spec)
+        self.stats.nodes_excluded += plan.excluded
+        if isinstance(plan, Skip):
+            setattr(self.stats, plan.reason, getattr(self.stats, plan.reason) + 1)
+            return None
+        if not any(plan.nll):
+            self.stats.no_correct_kept += 1
+        prompt, texts = node_texts(debate, plan.nodes, self.spec)
+        ids, prompt_lens = self._tokenize(prompt, texts)
+        n = len(plan.nodes)
+        self.stats.mags_used += 1
+        self.stats.nodes_used += n
+        pairs = torch.tensor([[p for p, _, _ in plan.pairs], [q for _, q, _ in plan.pairs]], dtype=torch.long)
+        edges = torch.tensor(plan.edges, dtype=torch.long).t().reshape(2, -1)
+        qhash = question_hash(debate.question.id)
+        return Data(
+            num_nodes=n,
+            tokens=torch.tensor([t for seq in ids for t in seq], dtype=torch.long),
+            length=torch.tensor([len(seq) for seq in ids], dtype=torch.long),
+            prompt_length=torch.tensor(prompt_lens, dtype=torch.long),
+            y=torch.tensor(plan.labels, dtype=torch.long),
+            edge_index=edges,
+            nll_mask=torch.tensor(plan.nll, dtype=torch.bool),
+            pair_index=pairs.reshape(2, -1),
+            pair_has_neg=torch.tensor([h for _, _, h in plan.pairs], dtype=torch.bool),
+            node_qhash=torch.full((n,), qhash, dtype=torch.long),
+            node_round=torch.tensor([r.round for r in plan.nodes], dtype=torch.long),
+            qid=debate.question.id,
+            debate_id=debate.id,
+            debate_tokens_out=torch.tensor([debate.tokens_out], dtype=torch.long),
+        )
+
+    def _tokenize(self, prompt: str, texts: list[str]) -> tuple[list[list[int]], list[int]]:
+        tok = self.tokenizer
+        cut = len(prompt)
+        if getattr(tok, "is_fast", False):
+            enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+            bodies = enc["input_ids"]
+            # tokens that start inside the prompt; exact for the whole-text tokenisation we train on
+            prompt_lens = [len(self._bos) + sum(1 for s, _ in offs if s < cut) for offs in enc["offset_mapping"]]
+        else:  # slow tokenizers have no offsets: count the prompt tokenised alone
+            bodies = tok(texts, add_special_tokens=False)["input_ids"]
+            p = len(self._bos) + len(tok(prompt, add_special_tokens=False)["input_ids"])
+            prompt_lens = [p] * len(texts)
+        ids = []
+        for body in bodies:
+            seq = self._bos + list(body) + self._eos
+            if len(seq) > self.spec.max_length:
+                seq = seq[: self.spec.max_length]  # keep the start; the cut answer carries no EOS
+                self.stats.nodes_truncated += 1
+            ids.append(seq)
+        return ids, [min(p, len(s)) for p, s in zip(prompt_lens, ids, strict=True)]
+
+
+# -- one pass over the training split ----------------------------------------------------------------
+@dataclass
+class ScanResult:
+    """What the trainer needs to know before step 0: sizes, the strongest teacher, texts."""
+
+    items: int
+    stats: DataStats
+    round0_accuracy: dict[str, float]
+    strongest_agent: str | None
+    tokens_out: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+
+def scan_debates(debates: Iterable[Debate], spec: GraphSpec, *, collect_texts: bool = False) -> ScanResult:
+    """Count usable MAGs and teachers' round-0 accuracy over already split-filtered debates.
+
+    Round-0 accuracy of an agent = correct round-0 answers / training MAGs it sat in (a missing or
+    invalid answer counts as wrong), the single-teacher baseline's "strongest teacher" criterion.
+    """
+    stats = DataStats()
+    seen: dict[str, int] = {}
+    correct: dict[str, int] = {}
+    correct_r0_per_debate: list[frozenset[str]] = []
+    texts: list[str] = []
+    tokens_out: list[int] = []
+    # sft-single's targets depend on the strongest teacher, known only after this pass: plan as
+    # sft-multi now and keep the per-MAG round-0 winners to count sft-single's MAGs at the end
+    multi = replace(spec, objective="magdi" if spec.objective == "magdi" else "sft-multi")
+    for debate in debates:
+        stats.mags_read += 1
+        tokens_out.append(debate.tokens_out)
+        for a in debate.panel:
+            seen[a.name] = seen.get(a.name, 0) + 1
+        good = frozenset(r.agent for r in debate.responses if r.round == 0 and r.label == 1)
+        for agent in good:
+            correct[agent] = correct.get(agent, 0) + 1
+        correct_r0_per_debate.append(good)
+        plan = plan_graph(debate, multi)
+        stats.nodes_excluded += plan.excluded
+        if isinstance(plan, Skip):
+            setattr(stats, plan.reason, getattr(stats, plan.reason) + 1)
+            continue
+        if spec.objective == "magdi" and not any(plan.nll):
+            stats.no_correct_kept += 1
+        stats.mags_used += 1
+        stats.nodes_used += len(plan.nodes)
+        if collect_texts:
+            texts.extend(node_texts(debate, plan.nodes, spec)[1])
+    accuracy = {a: correct.get(a, 0) / n for a, n in sorted(seen.items())}
+    strongest = spec.strongest_agent
+    if spec.objective == "sft-single":
+        if strongest is None and accuracy:
+            strongest = min(accuracy, key=lambda a: (-accuracy[a], a))
+        if strongest is not None and strongest not in accuracy:
+            raise ValueError(f"data.strongest_agent: {strongest!r} is not an agent of the training MAGs "
+                             f"(agents: {', '.join(accuracy) or 'none'})")
+        used = sum(1 for good in correct_r0_per_debate if strongest in good)
+        stats.skipped_no_target += stats.mags_used - used
+        stats.mags_used = used
+    return ScanResult(stats.mags_used, stats, accuracy, strongest, tokens_out, texts)

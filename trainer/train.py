@@ -1,0 +1,279 @@
+"""The MAGDi training loop, read top to bottom.
+
+    magdi train --config configs/trainer/tiny-cpu.yaml --set data.source=jsonl:mags.jsonl
+    magdi train --config configs/trainer/mistral-7b-magdi.yaml --set data.dataset=gsm8k
+    torchrun --nproc-per-node 4 --no-python magdi train --config configs/trainer/mistral-7b-magdi.yaml
+
+Order of one optimizer step: for each of `grad_accum` micro-batches (MAGs, all nodes together),
+forward under autocast, backward of loss / grad_accum (DDP all-reduces on the last one only);
+then unscale, clip to max_grad_norm, step, schedule, zero, log, maybe checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer import distributed
+from trainer.checkpoint import (
+    TrainState,
+    latest_checkpoint,
+    restore_checkpoint,
+    save_artifact,
+    save_checkpoint,
+)
+from trainer.config import TrainConfig
+from trainer.data import MAGStream, debates_in_split, make_loader
+from trainer.distributed import DistContext
+from trainer.graphs import DataStats, GraphSpec, scan_debates
+from trainer.model import build_student, load_tokenizer
+from trainer.sources import DataError, open_source
+from trainer.tiny import build_tiny, is_tiny
+
+log = logging.getLogger(__name__)
+
+LOGGED = ("loss", "nll", "node", "rank", "node_acc")
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    artifact_dir: Path | None
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    """One entry per optimizer step run in THIS call (a resumed run starts where it left off)."""
+    stats: DataStats = field(default_factory=DataStats)
+    strongest_agent: str | None = None
+    round0_accuracy: dict[str, float] = field(default_factory=dict)
+    student: Any = field(default=None, repr=False)
+    """The trained `MAGDiStudent` (LoRA LM + heads) of this process, for programmatic use."""
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """HF's linear schedule: 0 -> 1 over `warmup` steps, then linearly down to 0 at `total`."""
+    if step < warmup:
+        return step / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def train(cfg: TrainConfig, *, stop_after: int | None = None, neo4j_settings: object | None = None) -> TrainResult:
+    """Train (or resume) a student as configured; `stop_after` ends this call after that many
+    optimizer steps with a checkpoint (preemptible slices; the schedule is unaffected)."""
+    ctx = distributed.setup()
+    try:
+        return _train(cfg, ctx, stop_after, neo4j_settings)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _prepare_base(cfg: TrainConfig, out: Path, texts: list[str], ctx: DistContext) -> str:
+    """The base model to load: the hub name, or the tiny model built (once, by rank 0) in out/base."""
+    if not is_tiny(cfg.model.base):
+        return cfg.model.base
+    base_dir = out / "base"
+    if ctx.main and not (base_dir / "config.json").is_file():
+        build_tiny(cfg.model.base, texts, base_dir, vocab_size=cfg.model.tiny_vocab_size, seed=cfg.run.seed)
+    distributed.barrier(ctx)
+    return str(base_dir.resolve())
+
+
+def _synced(batches: Iterator[Any], ctx: DistContext) -> Iterator[tuple[Any, bool]]:
+    """(batch, is_last) pairs; all ranks stop as soon as one rank's shard runs dry (no DDP hang)."""
+    current = next(batches, None)
+    if not distributed.all_true(ctx, current is not None):
+        return
+    while True:
+        upcoming = next(batches, None)
+        more = distributed.all_true(ctx, upcoming is not None)
+        yield current, not more
+        if not more:
+            return
+        current = upcoming
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_settings: object | None) -> TrainResult:
+    out = Path(cfg.run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    random.seed(cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)
+
+    # -- data: one scan over the training split (sizes, strongest teacher, tiny tokenizer texts)
+    d = cfg.data
+    source = open_source(d.source, dataset=d.dataset, job_id=d.job_id, batch_size=d.neo4j_batch_size,
+                         settings=neo4j_settings)
+    spec = GraphSpec(objective=cfg.objective, keep_without_correct=cfg.gcn_on, strongest_agent=d.strongest_agent,
+                     max_length=d.max_length, remove_agreement=d.remove_agreement,
+                     agreement_prefixes=tuple(d.agreement_prefixes))
+    need_texts = is_tiny(cfg.model.base) and not (out / "base" / "config.json").is_file()
+    scan = scan_debates(debates_in_split(source, "train", d.split_fractions, d.split_salt), spec, collect_texts=need_texts)
+    if scan.items == 0:
+        raise DataError(f"no usable training MAGs in {source.describe()} (split train, objective {cfg.objective}): "
+                        f"{scan.stats.as_dict()}")
+    spec = replace(spec, strongest_agent=scan.strongest_agent)
+    if cfg.objective == "sft-single":
+        log.info("sft-single distils %s (round-0 accuracy %s)", scan.strongest_agent, scan.round0_accuracy)
+    log.info("training split of %s: %s", source.describe(), scan.stats.as_dict())
+
+    # -- model, optimizer, schedule
+    base = _prepare_base(cfg, out, scan.texts, ctx)
+    tokenizer = load_tokenizer(cfg.model.tokenizer or base)
+    torch.manual_seed(cfg.run.seed)  # identical LoRA and head init on every rank
+    student, precision = build_student(cfg, base, ctx.device)
+    model: Any = student
+    if ctx.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            student, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=True)  # heads sit idle on batches without pairs / graphs
+    groups = [{"params": student.lora_parameters(), "lr": cfg.optim.lr}]
+    if student.head_parameters():
+        groups.append({"params": student.head_parameters(), "lr": cfg.optim.head_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay)
+    micro_per_epoch = math.ceil(math.ceil(scan.items / ctx.world) / cfg.optim.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.optim.grad_accum)
+    total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, total))
+    scaler = torch.amp.GradScaler(ctx.device.type) if precision.grad_scaler else None
+    autocast = (torch.autocast(ctx.device.type, dtype=precision.autocast_dtype) if precision.autocast_dtype
+                else nullcontext())
+    torch.manual_seed(cfg.run.seed + ctx.rank)  # dropout streams differ per rank
+
+    state = TrainState()
+    checkpoint = latest_checkpoint(out) if cfg.run.resume else None
+    if checkpoint is not None:
+        state = restore_checkpoint(checkpoint, ctx, student=student, optimizer=optimizer, scheduler=scheduler,
+                                   scaler=scaler)
+    (out / "trainer_config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+
+    # -- logging sinks (rank 0 only)
+    writer = wandb_run = None
+    if ctx.main and cfg.run.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(out / "tb"))
+    if ctx.main and cfg.run.wandb:
+        try:
+            import wandb
+
+            wandb_run = wandb.init(project="magdi", config=cfg.to_dict(), dir=str(out), resume="allow")
+        except ImportError:
+            log.warning("run.wandb is on but wandb is not installed; logging to TensorBoard only")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=state.step, disable=not (ctx.main and cfg.run.progress), desc="train",
+               dynamic_ncols=True)
+    metrics_file = out / "metrics.jsonl"
+
+    dataset = MAGStream(source, tokenizer, spec, split="train", fractions=d.split_fractions, salt=d.split_salt,
+                        shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed)
+    history: list[dict[str, float]] = []
+    start_step, t0 = state.step, time.perf_counter()
+    sums = torch.zeros(2 * len(LOGGED))  # per logged value: sum over micro-batches, count
+    stopped = False
+    model.train()
+    while state.step < total and (cfg.optim.max_steps is not None or state.epoch < cfg.optim.epochs) and not stopped:
+        dataset.set_epoch(state.epoch)
+        loader = make_loader(dataset, batch_size=cfg.optim.batch_size, pad_id=tokenizer.pad_token_id,
+                             num_workers=d.num_workers)
+        batches = _synced(iter(loader), ctx)
+        skipped = sum(1 for _ in zip(range(state.micro_in_epoch), batches, strict=False))  # resume: replay
+        seen = skipped
+        pending = 0
+        for batch, is_last in batches:
+            seen += 1
+            state.micro_in_epoch += 1
+            pending += 1
+            sync = pending == cfg.optim.grad_accum or is_last
+            no_sync = model.no_sync() if ctx.world > 1 and not sync else nullcontext()
+            with no_sync:
+                with autocast:
+                    result = model(batch.to(ctx.device))
+                loss = result["loss"] / cfg.optim.grad_accum
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            for i, name in enumerate(LOGGED):
+                if name in result:
+                    sums[2 * i] += float(result[name].detach())
+                    sums[2 * i + 1] += 1
+            if not sync:
+                continue
+
+            # -- optimizer step: unscale, clip, step, schedule, zero
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            params = student.lora_parameters() + student.head_parameters()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm))
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            pending = 0
+            if is_last:
+                state.epoch, state.micro_in_epoch = state.epoch + 1, 0
+
+            # -- log (means over this step's micro-batches, all ranks)
+            totals = distributed.sum_across(ctx, sums.clone())
+            sums.zero_()
+            row = {"step": state.step, "epoch": state.epoch, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm}
+            row.update({name: float(totals[2 * i] / totals[2 * i + 1])
+                        for i, name in enumerate(LOGGED) if totals[2 * i + 1] > 0})
+            history.append(row)
+            if ctx.main:
+                with metrics_file.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                bar.update(1)
+                bar.set_postfix({k: f"{row[k]:.3f}" for k in ("nll", "node", "rank") if k in row})
+                if state.step % cfg.run.log_every == 0:
+                    log.info("step %d %s", state.step, {k: round(v, 4) for k, v in row.items()})
+                    if writer is not None:
+                        for key, value in row.items():
+                            if key not in ("step", "epoch"):
+                                writer.add_scalar(f"train/{key}", value, state.step)
+                    if wandb_run is not None:
+                        wandb_run.log(row, step=state.step)
+
+            # -- checkpoint
+            done = state.step >= total
+            stopped = stop_after is not None and state.step - start_step >= stop_after and not done
+            if (cfg.run.save_every and state.step % cfg.run.save_every == 0 and not done) or stopped:
+                save_checkpoint(out, ctx, student=student, tokenizer=tokenizer, cfg=cfg, base_model=base,
+                                optimizer=optimizer, scheduler=scheduler, scaler=scaler, state=state,
+                                keep=cfg.run.save_total_limit)
+            if done or stopped:
+                break
+        if seen == 0:
+            raise DataError(f"rank {ctx.rank}: the training split of {source.describe()} yielded no batch "
+                            f"in epoch {state.epoch} (fewer MAGs than ranks x workers?)")
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if wandb_run is not None:
+        wandb_run.finish()
+
+    artifact = None
+    if not stopped:
+        artifact = out / "adapter"
+        if ctx.main:
+            save_artifact(artifact, student, tokenizer, cfg, base, {"step": state.step})
+            summary = {"steps": state.step, "seconds": round(time.perf_counter() - t0, 2),
+                       "scan": scan.stats.as_dict(), "stream": dataset.stats.as_dict(),
+                       "strongest_agent": scan.strongest_agent, "round0_accuracy": scan.round0_accuracy,
+                       "precision": precision.name, "world_size": ctx.world}
+            (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
+            log.info("saved %s after %d steps", artifact, state.step)
+        distributed.barrier(ctx)
+    return TrainResult(out, artifact, state.step, history, scan.stats, scan.strongest_agent, scan.round0_accuracy,
+                       student)
