@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Compiled bytecode makes every subprocess (CLI, servers) start seconds faster.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test test-all install browser lint audit clean
 
@@ -22,7 +24,7 @@ browser:
 	  else echo "warning: chromium missing and not root; the viewer test will be skipped"; fi; }
 
 demo: install
-	$(BIN)/python -m magdi.demo
+	$(BIN)/python scripts/demo.py
 
 test: install browser
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

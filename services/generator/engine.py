@@ -1,0 +1,254 @@
+"""The async debate engine: many debates in flight, every finished turn written as it completes.
+
+Each debate runs round by round (a round's calls go out together; the next round needs them
+all). Before calling, the engine reads the debate back from the sink: turns already stored,
+valid or invalid, are reused and never requested again, so a resumed job continues exactly
+where it stopped. A turn whose endpoint gives up is stored as ABSENT with the error, and that
+agent sits out the rest of the debate; the debate still finishes with the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from magdi.answers import AnswerParseError, is_equivalent, recalibrate_confidence
+from magdi.mag import Debate, DebateStatus, ParseStatus, Question, Response
+from services.generator.client import CallResult, Endpoints, prompt_hash
+from services.generator.panel import PanelConfig
+from services.generator.protocols import prompts
+from services.generator.protocols.base import Protocol, TurnRequest, parse_turn
+from services.generator.sinks import DebateSink, GroupWriter
+
+logger = logging.getLogger(__name__)
+
+
+class Stopped(Exception):  # noqa: N818 - a control-flow signal, like StopIteration
+    """The run was asked to stop (drain or lost lease) before this debate finished."""
+
+
+@dataclass
+class Progress:
+    """Live counters for the progress bar and the job report."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0  # debates that ended without a team answer (stored as failed)
+    crashed: int = 0  # debates that raised (store errors, bugs): left partial, resumable
+    skipped: int = 0  # already complete in the store when the run started
+    in_flight: int = 0
+    calls: int = 0
+    reused: int = 0  # turns read back from the store instead of being requested
+    invalid: int = 0
+    absent: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def note(self, message: str, cap: int = 50) -> None:
+        if len(self.errors) < cap:
+            self.errors.append(message)
+
+
+WriteGate = Callable[[], None]  # raises Stopped to refuse a write (lease lost)
+
+
+@dataclass
+class _Live:
+    """The in-memory state of one running debate; the lock orders its writes."""
+
+    debate: Debate
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Engine:
+    """Runs the debates of one job against one panel with one protocol."""
+
+    def __init__(self, panel: PanelConfig, protocol: Protocol, endpoints: Endpoints, sink: DebateSink, *,
+                 job_id: str | None, config_hash: str | None = None, concurrency: int = 16,
+                 gate: WriteGate | None = None, progress: Progress | None = None) -> None:
+        self.panel = panel
+        self.protocol = protocol
+        self.endpoints = endpoints
+        self.sink = sink
+        self.writer = GroupWriter(sink)
+        self._stored: set[str] | None = None  # debate ids of this job already in the store (None: unknown)
+        self._complete: set[str] = set()
+        self.job_id = job_id
+        self.config_hash = config_hash
+        self.concurrency = max(1, concurrency)
+        self.gate = gate or (lambda: None)
+        self.progress = progress or Progress()
+        self.draining = asyncio.Event()  # set: finish in-flight turns, start nothing new
+
+    # -- job level ---------------------------------------------------------------------------
+    async def run(self, questions: Sequence[Question]) -> Progress:
+        """All debates, `concurrency` at a time; returns when each is finished or stopped."""
+        self.progress.total = len(questions)
+        if self.job_id is not None:  # one query instead of one read per debate
+            self._stored, self._complete = await asyncio.to_thread(self.sink.known, self.job_id)
+        queue: asyncio.Queue[Question] = asyncio.Queue()
+        for q in questions:
+            queue.put_nowait(q)
+
+        async def worker() -> None:
+            while not self.draining.is_set():
+                try:
+                    q = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await self._debate_task(q)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(questions)) or 1)))
+        finally:
+            await self.writer.aclose()
+        return self.progress
+
+    async def _debate_task(self, question: Question) -> None:
+        self.progress.in_flight += 1
+        try:
+            debate = await self.run_debate(question)
+            if debate is None:
+                self.progress.skipped += 1
+            elif debate.status is DebateStatus.COMPLETE:
+                self.progress.done += 1
+            else:
+                self.progress.failed += 1
+                self.progress.note(f"{question.dataset}/{question.qid}: {debate.error}")
+        except Stopped:
+            pass
+        except Exception as exc:  # noqa: BLE001 - one broken debate must not sink the job
+            logger.exception("debate on %s/%s crashed", question.dataset, question.qid)
+            self.progress.crashed += 1
+            self.progress.note(f"{question.dataset}/{question.qid}: {type(exc).__name__}: {exc}")
+        finally:
+            self.progress.in_flight -= 1
+
+    # -- one debate --------------------------------------------------------------------------
+    def new_debate(self, question: Question) -> Debate:
+        return Debate(question=question, job_id=self.job_id, protocol=self.protocol.name,
+                      panel=[a.as_agent() for a in self.panel.agents], config_hash=self.config_hash,
+                      status=DebateStatus.RUNNING)
+
+    async def run_debate(self, question: Question) -> Debate | None:
+        """Run (or continue) one debate; None if it was already complete in the store."""
+        fresh = self.new_debate(question)
+        if fresh.id in self._complete:
+            return None
+        stored = None
+        if self._stored is None or fresh.id in self._stored:
+            stored = await asyncio.to_thread(self.sink.load, fresh.id)
+        if stored is not None and stored.status is DebateStatus.COMPLETE:
+            return None
+        live = _Live(fresh if stored is None else stored.model_copy(update={"status": DebateStatus.RUNNING}))
+        while (rnd := self.protocol.next_round(live.debate)) is not None:
+            if self.draining.is_set():
+                raise Stopped
+            todo = []
+            for req in self.protocol.turns(live.debate, rnd):
+                have = live.debate.response(req.agent, rnd)
+                if have is None:
+                    todo.append(req)
+                    continue
+                self.progress.reused += 1
+                if have.prompt_hash and have.prompt_hash != prompt_hash(req.messages):
+                    logger.warning("debate %s: stored turn %s/%d came from a different prompt; keeping it",
+                                   live.debate.id, req.agent, rnd)
+            # every turn of the round is awaited (and written) even if one of them fails
+            results = await asyncio.gather(*(self._turn(live, req) for req in todo), return_exceptions=True)
+            for res in results:
+                if isinstance(res, BaseException):
+                    raise res
+        return await self._finish(live)
+
+    async def _turn(self, live: _Live, req: TurnRequest) -> None:
+        response = await self.call(live.debate.question, req)
+        edges = req.edges() if response.parse_status is not ParseStatus.ABSENT else []
+        async with live.lock:  # one write at a time per debate; each write is a superset of the last
+            data = live.debate.model_dump()
+            data["responses"].append(response.model_dump())
+            data["edges"].extend(e.model_dump() for e in edges)
+            updated = Debate.model_validate(data)  # re-runs the MAG consistency checks
+            self.gate()
+            await self.writer.save(updated)
+            live.debate = updated
+
+    async def _finish(self, live: _Live) -> Debate:
+        debate = live.debate
+        out = self.protocol.outcome(debate)
+        final = debate.model_copy(update={
+            "status": DebateStatus.COMPLETE if out.team_answer is not None else DebateStatus.FAILED,
+            "team_answer": out.team_answer, "majority_answer": out.majority_answer,
+            "consensus": out.consensus, "team_correct": out.team_correct,
+            "rounds_used": out.rounds_used, "error": out.error,
+        })
+        async with live.lock:
+            self.gate()
+            await self.writer.save(final)
+            live.debate = final
+        return final
+
+    # -- one turn ----------------------------------------------------------------------------
+    async def call(self, question: Question, req: TurnRequest) -> Response:
+        """Make the call (plus at most one re-ask) and turn the reply into a MAG node."""
+        agent = self.panel.agent(req.agent)
+        endpoint = self.endpoints.by_agent[req.agent]
+        base = {"agent": req.agent, "round": req.round, "model": agent.model,
+                "prompt_hash": prompt_hash(req.messages)}
+        result = await endpoint.complete(agent, req.messages)
+        if result.text is None:
+            self._account(result, ParseStatus.ABSENT)
+            self.progress.note(f"{req.agent} round {req.round} on {question.dataset}/{question.qid}: {result.error}")
+            return Response(parse_status=ParseStatus.ABSENT, parse_error=result.error, attempts=result.attempts,
+                            **base)
+        error = None
+        try:
+            parsed = parse_turn(result.text, question)
+        except AnswerParseError as exc:
+            error = str(exc)
+            if self.protocol.config.reask:  # also while draining: finishing a turn includes its re-ask
+                retry = [*req.messages, {"role": "assistant", "content": result.text},
+                         {"role": "user", "content": prompts.reask(error, self.protocol.asks_confidence)}]
+                second = await endpoint.complete(agent, retry)
+                if second.text is not None:
+                    result = result.merge(second)
+                    try:
+                        parsed = parse_turn(result.text or "", question)
+                        error = None
+                    except AnswerParseError as exc2:
+                        error = f"{error}; after one re-ask: {exc2}"
+                else:
+                    result.attempts += second.attempts
+                    error = f"{error}; the re-ask failed: {second.error}"
+        usage = {"tokens_in": result.tokens_in, "tokens_out": result.tokens_out, "latency_s": result.latency_s,
+                 "cost_usd": result.cost_usd, "finish_reason": result.finish_reason, "attempts": result.attempts,
+                 "raw_text": result.text}
+        if error is not None:
+            self._account(result, ParseStatus.INVALID)
+            return Response(parse_status=ParseStatus.INVALID, parse_error=error, **base, **usage)
+        self._account(result, ParseStatus.VALID)
+        conf = parsed.confidence if self.protocol.asks_confidence else None
+        gold = question.gold_answer
+        return Response(
+            parse_status=ParseStatus.VALID, reasoning=parsed.reasoning, answer=parsed.answer, confidence=conf,
+            recalibrated_confidence=recalibrate_confidence(conf) if conf is not None else None,
+            correct=is_equivalent(parsed.answer, gold, question.task, question.options) if gold is not None else None,
+            **base, **usage,
+        )
+
+    def _account(self, result: CallResult, status: ParseStatus) -> None:
+        p = self.progress
+        p.calls += result.attempts
+        p.tokens_in += result.tokens_in or 0
+        p.tokens_out += result.tokens_out or 0
+        p.cost_usd += result.cost_usd or 0.0
+        if status is ParseStatus.INVALID:
+            p.invalid += 1
+        elif status is ParseStatus.ABSENT:
+            p.absent += 1

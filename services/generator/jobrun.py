@@ -1,0 +1,201 @@
+"""One job from spec to finish, shared by `magdi generate` and the queue worker.
+
+Leases are per JOB: one process runs all debates of a job, so the endpoints' quotas are
+enforced by one limiter, and a second worker cannot touch the job while the lease holds. The
+holder renews every `lease_s / 3` and stops writing on its own once `lease_s - margin` has
+passed since the last renewal it sent, which is before anyone else may claim the job. A crashed
+holder's lease expires (or, on the same host, a dead pid is taken over at once) and the next
+claimant resumes from the stored turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from magdi.mag import JobSpec, JobStatus
+from magdi.store.graph_store import GraphStore
+from magdi.store.jobs import JobStore
+from services.generator import redact
+from services.generator.client import Endpoints
+from services.generator.engine import Engine, Progress, Stopped
+from services.generator.jobspec import Prepared
+from services.generator.protocols import build_protocol
+from services.generator.settings import GeneratorSettings
+from services.generator.sinks import GraphSink
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseLost(Stopped):
+    """Another worker may own the job now; stop without writing anything more."""
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def owner_is_dead(owner: str | None, me: str) -> bool:
+    """True when `owner` is a worker id of a process on THIS host that no longer runs."""
+    if not owner or owner == me:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # an earlier incarnation with our pid (a restarted container's pid 1)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class LeaseKeeper:
+    """Renews the job lease in the background; `check()` is the engine's write gate."""
+
+    def __init__(self, jobs: JobStore, job_id: str, worker: str, settings: GeneratorSettings,
+                 on_lost: Callable[[], None], claimed_at: float) -> None:
+        self.jobs, self.job_id, self.worker = jobs, job_id, worker
+        self.lease_s, self.margin_s = settings.lease_s, settings.lease_margin_s
+        self.every_s = settings.renew_every_s or settings.lease_s / 3
+        self.valid_until = claimed_at + self.lease_s - self.margin_s  # measured from when the claim was sent
+        self.lost = False
+        self._on_lost = on_lost
+
+    def check(self) -> None:
+        if self.lost or time.monotonic() > self.valid_until:
+            self._lose("lease not renewed in time")
+            raise LeaseLost(f"lease on {self.job_id} lost")
+
+    def _lose(self, why: str) -> None:
+        if not self.lost:
+            self.lost = True
+            logger.error("job %s: %s; stopping without further writes", self.job_id, why)
+            self._on_lost()
+
+    async def run(self) -> None:
+        first = True
+        while not self.lost:
+            if not first:  # renew at once: setting up the run may have used part of the lease
+                await asyncio.sleep(self.every_s)
+            first = False
+            sent = time.monotonic()
+            try:
+                ok = await asyncio.to_thread(self.jobs.renew, self.job_id, self.worker, self.lease_s)
+            except Exception as exc:  # noqa: BLE001 - Neo4j hiccup: retry until the lease runs out
+                logger.warning("job %s: lease renewal failed (%s); retrying", self.job_id, exc)
+                if time.monotonic() > self.valid_until:
+                    self._lose("lease could not be renewed")
+                continue
+            if not ok:
+                self._lose("the job was cancelled or taken by another worker")
+            else:
+                self.valid_until = sent + self.lease_s - self.margin_s
+
+
+@dataclass
+class JobResult:
+    status: JobStatus | None  # None: the lease was lost, the job was left alone
+    progress: Progress
+    errors: list[str]
+    released: bool = False
+
+
+async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker: str,
+                  settings: GeneratorSettings, *, claimed_at: float, stop: asyncio.Event | None = None,
+                  progress: Progress | None = None, concurrency: int | None = None) -> JobResult:
+    """Run a job this worker claimed at monotonic time `claimed_at`; finish, release or abandon it."""
+    spec, panel = prepared.spec, prepared.panel
+    stop = stop or asyncio.Event()
+    redact.install(prepared.keys.values())
+    endpoints = Endpoints(panel, prepared.keys)
+    protocol = build_protocol(prepared.protocol, {a.name: a.demos_key for a in panel.agents})
+    lost = asyncio.Event()
+    keeper = LeaseKeeper(jobs, spec.id, worker, settings, on_lost=lost.set, claimed_at=claimed_at)
+    engine = Engine(panel, protocol, endpoints, GraphSink(store), job_id=spec.id, config_hash=spec.config_hash,
+                    concurrency=concurrency or settings.concurrency, gate=keeper.check, progress=progress)
+    await asyncio.to_thread(jobs.update, spec.id, total=len(prepared.questions))
+    run_task = asyncio.create_task(engine.run(prepared.questions))
+    helpers = [asyncio.create_task(keeper.run()),
+               asyncio.create_task(_refresh_counters(jobs, spec.id, settings.counters_every_s))]
+    stop_task = asyncio.create_task(stop.wait())
+    lost_task = asyncio.create_task(lost.wait())
+    try:
+        await asyncio.wait({run_task, stop_task, lost_task}, return_when=asyncio.FIRST_COMPLETED)
+        if lost.is_set() and not run_task.done():  # someone else may own the job: stop at once
+            run_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run_task
+        elif not run_task.done():
+            logger.warning("job %s: stopping; finishing the turns in flight (up to %.0f s)",
+                           spec.id, settings.drain_timeout_s)
+            engine.draining.set()
+            done, _ = await asyncio.wait({run_task}, timeout=settings.drain_timeout_s)
+            if not done:
+                run_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run_task
+        elif run_task.exception() is not None:
+            raise run_task.exception()  # type: ignore[misc]
+    finally:
+        for task in (*helpers, stop_task, lost_task):
+            task.cancel()
+        await asyncio.gather(*helpers, stop_task, lost_task, return_exceptions=True)
+        await endpoints.aclose()
+    return await asyncio.to_thread(_conclude, jobs, spec, worker, engine, endpoints, keeper.lost, stop.is_set())
+
+
+async def _refresh_counters(jobs: JobStore, job_id: str, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.to_thread(jobs.refresh_counters, job_id)
+        except Exception as exc:  # noqa: BLE001 - counters are cosmetic; the run goes on
+            logger.debug("refresh_counters failed: %s", exc)
+
+
+def _conclude(jobs: JobStore, spec: JobSpec, worker: str, engine: Engine, endpoints: Endpoints,
+              lost: bool, stopped: bool) -> JobResult:
+    progress = engine.progress
+    errors = [f"endpoint {name} was down; its turns are recorded as absent: {err}"
+              for name, err in endpoints.down().items()] + progress.errors
+    if lost:
+        return JobResult(None, progress, errors)
+    job = jobs.refresh_counters(spec.id)
+    finished = progress.done + progress.failed + progress.skipped
+    if stopped and finished + progress.crashed < progress.total:
+        released = jobs.release(spec.id, worker)
+        logger.warning("job %s: released unfinished (%d/%d debates)", spec.id, finished, progress.total)
+        return JobResult(JobStatus.QUEUED, progress, errors, released=released)
+    complete = job.done if job else progress.done + progress.skipped
+    # failed = resume it: nothing came out, or some debates crashed and are still partial
+    status = JobStatus.FAILED if complete == 0 or progress.crashed else JobStatus.COMPLETE
+    if progress.crashed:
+        errors.insert(0, f"{progress.crashed} debate(s) crashed and are incomplete; run the job again (--resume)")
+    if not jobs.finish(spec.id, worker, status, errors):
+        logger.warning("job %s was cancelled or taken over meanwhile; status left unchanged", spec.id)
+        current = jobs.get(spec.id)
+        return JobResult(current.status if current else None, progress, errors)
+    return JobResult(status, progress, errors)
+
+
+def describe(result: JobResult) -> dict[str, Any]:
+    p = result.progress
+    return {"status": result.status.value if result.status else "lease-lost", "debates": p.total,
+            "complete": p.done, "failed": p.failed, "crashed": p.crashed, "already_done": p.skipped, "calls": p.calls,
+            "reused_turns": p.reused, "invalid_turns": p.invalid, "absent_turns": p.absent,
+            "tokens_in": p.tokens_in, "tokens_out": p.tokens_out, "cost_usd": round(p.cost_usd, 6),
+            "seconds": round(time.monotonic() - p.started, 1), "errors": result.errors[:10]}

@@ -1,0 +1,250 @@
+"""Panel configuration: who sits at the table, where each agent runs, and what its calls may cost.
+
+A panel is a YAML file validated here before anything is sent anywhere, so that a typo, a
+duplicate agent or a missing API key is an error message and not a half-paid job. The key itself
+is never part of the config: an agent names the environment variable that holds it
+(`api_key_env`), only that name travels into the job spec and the graph, and the value is read
+from the environment of the process that makes the calls (`resolve_keys`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from magdi.mag import Agent
+
+logger = logging.getLogger(__name__)
+
+LOCAL_HOSTS = frozenset({"localhost", "host.docker.internal"})
+PLACEHOLDER_KEY = "EMPTY"  # what vLLM/Ollama accept when they run without a key
+
+
+class PanelError(ValueError):
+    """The panel file is unusable; the message names the file, the agent and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Limits(_Strict):
+    """Client-side quotas of one endpoint (base URL + model + key); None = unlimited."""
+
+    rpm: int | None = Field(None, ge=1, description="requests per minute")
+    tpm: int | None = Field(None, ge=1, description="tokens (prompt + completion) per minute")
+    max_in_flight: int = Field(16, ge=1, description="concurrent requests")
+
+
+class Price(_Strict):
+    """USD per 1,000 tokens; used to record `cost_usd` on every node."""
+
+    input_per_1k: float = Field(0.0, ge=0)
+    output_per_1k: float = Field(0.0, ge=0)
+
+    def cost(self, tokens_in: int | None, tokens_out: int | None) -> float | None:
+        if tokens_in is None or tokens_out is None:
+            return None
+        return tokens_in / 1000 * self.input_per_1k + tokens_out / 1000 * self.output_per_1k
+
+
+class Backoff(_Strict):
+    """Retry delays, shaped like openai-python's `_calculate_retry_timeout`."""
+
+    initial_s: float = Field(0.5, gt=0, description="first delay; doubles per retry")
+    max_s: float = Field(8.0, gt=0, description="cap of the exponential delay")
+    max_retry_after_s: float = Field(120.0, gt=0, description="a longer Retry-After means: do not retry")
+    max_rate_limit_waits: int = Field(50, ge=0, description="429 waits per turn (not counted as retries)")
+
+
+class Breaker(_Strict):
+    """Circuit breaker of one endpoint: pause it when it keeps failing, give up when it stays down."""
+
+    failure_threshold: int = Field(5, ge=1, description="consecutive failures that open the circuit")
+    cooldown_s: float = Field(5.0, gt=0, description="first pause; doubles after each failed probe")
+    max_cooldown_s: float = Field(60.0, gt=0)
+    down_after_s: float = Field(300.0, gt=0, description="failing this long with no success = down for this run")
+
+
+class AgentConfig(_Strict):
+    """One seat: the name used in the graph, the model behind it and how to reach it."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    model: str = Field(min_length=1)
+    base_url: str = Field(min_length=1, description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="NAME of the env var holding the key; None for keyless local servers")
+    temperature: float | None = Field(None, ge=0, le=2, description="None = the endpoint's default (as ReConcile)")
+    max_tokens: int = Field(1024, ge=1)
+    timeout_s: float = Field(60.0, gt=0, description="per request")
+    max_retries: int = Field(5, ge=0, description="retries after the first attempt (429 waits excluded)")
+    backoff: Backoff = Field(default_factory=Backoff)
+    breaker: Breaker = Field(default_factory=Breaker)
+    limits: Limits = Field(default_factory=Limits)
+    price: Price = Field(default_factory=Price)
+    demos: str | None = Field(None, description="convincing-samples file stem for this agent (default: name)")
+    preflight: bool = Field(True, description="check GET /models lists the model before the job starts")
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL")
+        if parts.username or parts.password or "key" in parts.query.lower():
+            raise ValueError("credentials do not belong in base_url; put the key in the env var named by api_key_env")
+        return url.rstrip("/")
+
+    @property
+    def is_local(self) -> bool:
+        host = urlsplit(self.base_url).hostname or ""
+        if host in LOCAL_HOSTS:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def endpoint_key(self) -> tuple[str, str, str | None]:
+        """Agents with the same (base URL, model, key) share one quota, limiter and breaker."""
+        return (self.base_url, self.model, self.api_key_env)
+
+    @property
+    def demos_key(self) -> str:
+        return self.demos or self.name
+
+    def as_agent(self) -> Agent:
+        return Agent(name=self.name, model=self.model, endpoint=self.base_url)
+
+
+class PanelConfig(_Strict):
+    """A whole panel. `defaults` are merged under every agent (an agent's own keys win)."""
+
+    name: str = "panel"
+    agents: list[AgentConfig] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "defaults" not in data:
+            return data
+        data = dict(data)
+        defaults = data.pop("defaults") or {}
+        if not isinstance(defaults, dict):
+            raise ValueError("defaults: expected a mapping")
+        if "name" in defaults:
+            raise ValueError("defaults: 'name' must be set per agent")
+        agents = data.get("agents")
+        if isinstance(agents, list):
+            data["agents"] = [_deep_merge(defaults, a) if isinstance(a, dict) else a for a in agents]
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PanelConfig:
+        names = [a.name for a in self.agents]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate agent names: {', '.join(dupes)}")
+        by_endpoint: dict[tuple[str, str, str | None], AgentConfig] = {}
+        for agent in self.agents:
+            first = by_endpoint.setdefault(agent.endpoint_key, agent)
+            if first.limits != agent.limits:
+                raise ValueError(
+                    f"agents {first.name!r} and {agent.name!r} share an endpoint ({agent.model} at "
+                    f"{agent.base_url}) but declare different limits; one quota cannot have two sizes"
+                )
+        return self
+
+    def agent(self, name: str) -> AgentConfig:
+        return next(a for a in self.agents if a.name == name)
+
+    @property
+    def agent_names(self) -> list[str]:
+        return [a.name for a in self.agents]
+
+    def public_dict(self) -> dict[str, Any]:
+        """What the job spec and the graph may hold: everything here (keys are never in the model)."""
+        return self.model_dump(mode="json")
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_errors(source: str, exc: ValidationError, data: Any) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
+            agents = data.get("agents") if isinstance(data, dict) else None
+            name = agents[loc[1]].get("name") if isinstance(agents, list) and isinstance(agents[loc[1]], dict) else None
+            if name:
+                where = f"agent {name!r}: " + ".".join(str(p) for p in loc[2:])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {where}: {message}")
+    return f"{source}: invalid panel config\n" + "\n".join(lines)
+
+
+def parse_panel(data: Any, source: str = "panel") -> PanelConfig:
+    try:
+        return PanelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise PanelError(_format_errors(source, exc, data)) from None
+
+
+def load_panel(path: str | Path) -> PanelConfig:
+    """Read and validate a panel YAML file; PanelError with every problem found."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PanelError(f"{path}: no such panel file") from None
+    except yaml.YAMLError as exc:
+        raise PanelError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PanelError(f"{path}: expected a mapping with an 'agents' list")
+    return parse_panel(data, str(path))
+
+
+def resolve_keys(panel: PanelConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """API key per agent name, read from the environment; PanelError listing every missing one.
+
+    A local endpoint (loopback or localhost) may run without a key: it gets a placeholder.
+    """
+    env = os.environ if env is None else env
+    keys: dict[str, str] = {}
+    missing: list[str] = []
+    for agent in panel.agents:
+        if agent.api_key_env is None:
+            keys[agent.name] = PLACEHOLDER_KEY
+            continue
+        value = env.get(agent.api_key_env, "").strip()
+        if value:
+            keys[agent.name] = value
+        elif agent.is_local:
+            logger.debug("agent %s: %s unset; local endpoint, using a placeholder key", agent.name, agent.api_key_env)
+            keys[agent.name] = PLACEHOLDER_KEY
+        else:
+            missing.append(f"  agent {agent.name!r}: environment variable {agent.api_key_env} is not set")
+    if missing:
+        raise PanelError("missing API keys (set them in the environment; keys never go in the panel file)\n"
+                         + "\n".join(missing))
+    return keys

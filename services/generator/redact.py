@@ -1,0 +1,65 @@
+"""Keep API keys out of logs, whatever logger or library formats them.
+
+A filter on the *handlers* (not on one logger) sees every record that is emitted, including the
+openai and httpx loggers' records, and rewrites the formatted message so that a key value or an
+`Authorization: Bearer ...` header never reaches a log sink. Same idea as openai-python's
+`SensitiveHeadersFilter`, extended to arbitrary text because our own errors may quote headers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+REDACTED = "<redacted>"
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-~+/=]{8,}")
+_HEADER = re.compile(r"(?i)((?:authorization|api-key|x-api-key)['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+")
+
+
+class RedactSecrets(logging.Filter):
+    """Replace known secret values and bearer tokens in a record's message and args."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        # very short values would redact ordinary words; placeholders are not secrets
+        self._secrets.update(s for s in secrets if s and len(s) >= 6 and s != "EMPTY")
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        text = _BEARER.sub(r"\1" + REDACTED, text)
+        return _HEADER.sub(r"\1" + REDACTED, text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string must not kill logging
+            return True
+        cleaned = self.redact(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if self.redact(text) != text:
+                record.exc_text = self.redact(text)
+        return True
+
+
+def install(secrets: Iterable[str] = (), logger: logging.Logger | None = None) -> RedactSecrets:
+    """Attach (or extend) one RedactSecrets filter on every handler of `logger` (default: root)."""
+    target = logger or logging.getLogger()
+    existing = next(
+        (f for h in target.handlers for f in h.filters if isinstance(f, RedactSecrets)), None
+    )
+    filt = existing or RedactSecrets()
+    filt.add(secrets)
+    for handler in target.handlers:
+        if filt not in handler.filters:
+            handler.addFilter(filt)
+    return filt

@@ -1,0 +1,43 @@
+"""Settings of the generator service, from `MAGDI_GENERATOR_*` environment variables.
+
+Built by `get_settings()` when first asked for (never at import), so tests and the CLI can set
+the environment first or pass their own `GeneratorSettings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GeneratorSettings(BaseSettings):
+    """Worker and run tunables (the panel file holds the per-endpoint ones)."""
+
+    model_config = SettingsConfigDict(env_prefix="MAGDI_GENERATOR_", extra="ignore")
+
+    worker_id: str | None = Field(None, description="default: <hostname>:<pid>:<random>")
+    concurrency: int = Field(16, ge=1, description="debates in flight per job")
+    lease_s: float = Field(60.0, gt=0, description="job lease; a dead worker's job is free after this")
+    renew_every_s: float | None = Field(None, gt=0, description="default lease_s / 3")
+    lease_margin_s: float = Field(5.0, ge=0, description="stop writing this long before the lease could expire")
+    poll_s: float = Field(2.0, gt=0, description="queue polling interval when idle")
+    drain_timeout_s: float = Field(60.0, ge=0, description="on SIGTERM: time to finish in-flight turns")
+    preflight_timeout_s: float = Field(5.0, gt=0, description="GET /models timeout per endpoint")
+    counters_every_s: float = Field(2.0, gt=0, description="job progress counters refresh interval")
+    once: bool = Field(False, description="exit when the queue is empty instead of polling")
+    log_level: str = Field("INFO", description="root log level of `python -m services.generator`")
+
+    @model_validator(mode="after")
+    def _lease_fits(self) -> GeneratorSettings:
+        renew = self.renew_every_s or self.lease_s / 3
+        if renew + self.lease_margin_s >= self.lease_s:
+            raise ValueError(f"renew_every_s ({renew}) + lease_margin_s ({self.lease_margin_s}) must be "
+                             f"below lease_s ({self.lease_s}), or the lease lapses between renewals")
+        return self
+
+
+@lru_cache
+def get_settings() -> GeneratorSettings:
+    return GeneratorSettings()

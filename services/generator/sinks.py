@@ -1,0 +1,136 @@
+"""Where the engine reads partial debates from and writes finished turns to.
+
+Production writes to Neo4j (`GraphSink`); the benchmark and dry runs can use `MemorySink`.
+`GroupWriter` is a group commit in front of either: turns that finish while a write transaction
+is running are written together in the next one. Every turn is still durable before the engine
+moves on (its `save` returns after the commit), but N concurrent debates cost one transaction
+instead of N that would queue on the same locks (all MAG writes MERGE the panel's Agent nodes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from magdi.mag import Debate, DebateStatus
+from magdi.store.graph_store import DebateFilter, GraphStore
+
+logger = logging.getLogger(__name__)
+
+
+class DebateSink(Protocol):
+    def load(self, debate_id: str) -> Debate | None: ...
+
+    def save_many(self, debates: Sequence[Debate]) -> None: ...
+
+    def known(self, job_id: str) -> tuple[set[str], set[str]]:
+        """(ids of all stored debates of the job, ids of those already complete)."""
+        ...
+
+
+class GraphSink:
+    """MERGE-only writes (`replace=False`): rewriting a turn is a no-op, nothing is ever removed."""
+
+    def __init__(self, store: GraphStore) -> None:
+        self.store = store
+
+    def load(self, debate_id: str) -> Debate | None:
+        return self.store.get_debate(debate_id)
+
+    def save_many(self, debates: Sequence[Debate]) -> None:
+        self.store.write_debates(debates, replace=False)
+
+    def known(self, job_id: str) -> tuple[set[str], set[str]]:
+        stored = set(self.store.debate_ids(DebateFilter(job_id=job_id)))
+        done = set(self.store.debate_ids(DebateFilter(job_id=job_id, status=DebateStatus.COMPLETE.value)))
+        return stored, done
+
+
+class MemorySink:
+    """Debates in a dict (thread-safe): for benchmarks and tests of the scheduling alone."""
+
+    def __init__(self) -> None:
+        self.debates: dict[str, Debate] = {}
+        self.writes = 0
+        self._lock = threading.Lock()
+
+    def load(self, debate_id: str) -> Debate | None:
+        with self._lock:
+            return self.debates.get(debate_id)
+
+    def save_many(self, debates: Sequence[Debate]) -> None:
+        with self._lock:
+            for debate in debates:
+                self.debates[debate.id] = debate
+            self.writes += 1
+
+    def known(self, job_id: str) -> tuple[set[str], set[str]]:
+        with self._lock:
+            mine = [d for d in self.debates.values() if d.job_id == job_id]
+        return {d.id for d in mine}, {d.id for d in mine if d.status is DebateStatus.COMPLETE}
+
+
+class GroupWriter:
+    """Coalesces concurrent `save` calls into one `save_many` transaction (group commit)."""
+
+    def __init__(self, sink: DebateSink, max_batch: int = 256) -> None:
+        self.sink = sink
+        self.max_batch = max_batch
+        self._pending: dict[str, tuple[Debate, list[asyncio.Future[None]]]] = {}
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.transactions = 0
+        self.saved = 0
+
+    async def save(self, debate: Debate) -> None:
+        """Return once `debate` (or a later snapshot of it) is committed; raise if the write failed."""
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="magdi-group-writer")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        _, waiters = self._pending.pop(debate.id, (debate, []))
+        self._pending[debate.id] = (debate, [*waiters, future])  # the latest snapshot is a superset
+        self._wake.set()
+        await future
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                keys = list(self._pending)[: self.max_batch]
+                batch = [self._pending.pop(k) for k in keys]
+                try:
+                    await asyncio.to_thread(self.sink.save_many, [d for d, _ in batch])
+                except BaseException as exc:  # noqa: BLE001 - handed to every waiter of this batch
+                    for _, waiters in batch:
+                        for w in waiters:
+                            if not w.done():
+                                w.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                    if not isinstance(exc, Exception):
+                        raise
+                    logger.error("writing %d debate(s) failed: %s", len(batch), exc)
+                    continue
+                self.transactions += 1
+                self.saved += len(batch)
+                for _, waiters in batch:
+                    for w in waiters:
+                        if not w.done():
+                            w.set_result(None)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for _, waiters in self._pending.values():
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(RuntimeError("writer closed before this turn was stored"))
+        self._pending.clear()

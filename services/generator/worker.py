@@ -1,0 +1,103 @@
+"""The queue worker: claim a job -> run it under a renewed lease -> finish -> claim the next.
+
+Several workers may poll the same Neo4j; `JobStore.claim` hands each job to exactly one of
+them (see `jobrun` for why leases are per job). SIGTERM/SIGINT: stop claiming, let the turns in
+flight finish and be written, give the unfinished job back to the queue, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from magdi.mag import Job, JobSpec, JobStatus
+from magdi.store.graph_store import GraphStore
+from magdi.store.jobs import JobStore
+from services.generator.client import preflight
+from services.generator.jobrun import describe, new_worker_id, owner_is_dead, run_job
+from services.generator.jobspec import prepare
+from services.generator.settings import GeneratorSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, store: GraphStore, settings: GeneratorSettings) -> None:
+        self.store = store
+        self.jobs = JobStore(store)
+        self.settings = settings
+        self.worker_id = settings.worker_id or new_worker_id()
+        self.stop = asyncio.Event()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        logger.warning("worker %s: %s received; draining", self.worker_id, sig.name)
+        self.stop.set()
+
+    async def run(self) -> int:
+        """Loop until stopped (or, with `once`, until the queue is empty); returns jobs run."""
+        logger.info("worker %s polling for jobs", self.worker_id)
+        ran = 0
+        while not self.stop.is_set():
+            claimed_at = time.monotonic()
+            job = await asyncio.to_thread(self._claim)
+            if job is None:
+                if self.settings.once:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=self.settings.poll_s)
+                continue
+            ran += 1
+            until = job.lease_until.isoformat() if job.lease_until else "?"
+            logger.info("worker %s claimed job %s (lease until %s)", self.worker_id, job.id, until)
+            await self.run_one(job.id, job.spec, claimed_at)
+        logger.info("worker %s stopped after %d job(s)", self.worker_id, ran)
+        return ran
+
+    def _claim(self) -> Job | None:
+        """A queued or expired job; first, one whose holder is a dead process on this host."""
+        for running in self.jobs.list(JobStatus.RUNNING):
+            if owner_is_dead(running.lease_owner, self.worker_id):
+                job = self.jobs.claim(self.worker_id, self.settings.lease_s, running.id,
+                                      take_over_from=running.lease_owner)
+                if job is not None:
+                    logger.info("took over job %s from dead local worker %s", job.id, running.lease_owner)
+                    return job
+        return self.jobs.claim(self.worker_id, self.settings.lease_s)
+
+    async def run_one(self, job_id: str, spec: JobSpec, claimed_at: float) -> None:
+        try:
+            prepared = await asyncio.to_thread(prepare, spec)
+            await preflight(prepared.panel, prepared.keys, self.settings.preflight_timeout_s)
+        except ValueError as exc:  # PanelError, DatasetError, DemoError, PreflightError, validation
+            logger.error("job %s cannot run: %s", job_id, exc)
+            await asyncio.to_thread(self.jobs.finish, job_id, self.worker_id, JobStatus.FAILED, [str(exc)])
+            return
+        result = await run_job(prepared, self.store, self.jobs, self.worker_id, self.settings,
+                               claimed_at=claimed_at, stop=self.stop)
+        logger.info("worker %s finished job %s: %s", self.worker_id, job_id, describe(result))
+
+
+async def serve(store: GraphStore, settings: GeneratorSettings) -> int:
+    worker = Worker(store, settings)
+    worker.install_signal_handlers()
+    return await worker.run()
+
+
+def main(settings: GeneratorSettings | None = None) -> int:
+    """Blocking entry point (`python -m services.generator`, `magdi worker`)."""
+    from magdi.store.open import open_store
+    from services.generator.settings import get_settings
+
+    settings = settings or get_settings()
+    with open_store() as store:
+        asyncio.run(serve(store, settings))
+    return 0

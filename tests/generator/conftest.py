@@ -1,0 +1,77 @@
+"""Fixtures for the generator tests: the real simulated panel over HTTP, panel files, subprocesses.
+
+Every process started here is stopped by its pid (SIGTERM, then SIGKILL) in a `finally`, also
+when the test fails. The quota window of the simulated panel is 60 s, which makes a 429 cost a
+minute; `short_window_panel.py` runs the same server with a shorter window so tests can meet
+real 429 + Retry-After answers in seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from generator_helpers import HERE, REPO, Panel, stop_pid
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """A file under ../shared/data, or skip (same rule as the root conftest's helper)."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gsm8k() -> dict[str, Path]:
+    return {"test": shared_data("gsm8k", "test.jsonl"), "solutions": shared_data("gsm8k", "model_solutions.jsonl"),
+            "convincing": shared_data("convincing")}
+
+
+@pytest.fixture
+def start_panel(gsm8k: dict[str, Path], tmp_path: Path) -> Iterator[Callable[..., Panel]]:
+    """start_panel(window_s=None, **PanelSimConfig knobs) -> Panel; all stopped at teardown."""
+    from services.generator.teachers.config import PanelSimConfig
+    from services.generator.teachers.runner import free_port
+
+    started: list[Panel] = []
+
+    def start(window_s: float | None = None, **knobs: Any) -> Panel:
+        config = PanelSimConfig(solutions_path=gsm8k["solutions"], questions_path=gsm8k["test"], **knobs)
+        cfg_path = tmp_path / f"panel-{len(started)}.json"
+        cfg_path.write_text(config.model_dump_json())
+        port = free_port()
+        log = tmp_path / f"panel-{len(started)}.log"
+        cmd = [sys.executable, str(HERE / "short_window_panel.py"), "--window", str(window_s or 60.0),
+               "--config", str(cfg_path), "--port", str(port), "--log-level", "warning"]
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
+        panel = Panel(proc, port, log)
+        started.append(panel)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"panel exited: {log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if panel.http.get(f"{panel.base_url}/models").status_code == 200:
+                    return panel
+            time.sleep(0.1)
+        raise RuntimeError(f"panel not ready: {log.read_text()[-2000:]}")
+
+    try:
+        yield start
+    finally:
+        for panel in started:
+            panel.http.close()
+            stop_pid(panel.proc)
+
+

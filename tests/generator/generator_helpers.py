@@ -1,0 +1,109 @@
+"""Helpers for the generator tests (imported by name: pytest puts this folder on sys.path).
+
+Every process started here is stopped by its pid (SIGTERM, then SIGKILL), also on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+MAGDI = str(Path(sys.executable).with_name("magdi"))
+THREE = [("verifier-175b", "175b_verification", "chatgpt"), ("finetuned-175b", "175b_finetuning", "claude"),
+         ("verifier-6b", "6b_verification", "bard")]
+
+
+def stop_pid(proc: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
+    """SIGTERM by pid, SIGKILL if it does not exit within `grace_s`."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=grace_s)
+
+
+class Panel:
+    """A running simulated panel subprocess: base URL, stats, and its pid."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.http = httpx.Client(timeout=5.0)
+
+    def stats(self) -> dict[str, Any]:
+        return self.http.get(f"{self.base_url}/_sim/stats").json()
+
+    def reset(self) -> None:
+        self.http.post(f"{self.base_url}/_sim/reset")
+
+
+def panel_dict(base_url: str, agents: list[tuple[str, str, str]] = THREE, **defaults: Any) -> dict[str, Any]:
+    """A panel config for the simulated panel with fast retries (tests must not sleep for long)."""
+    base: dict[str, Any] = {
+        "base_url": base_url, "api_key_env": None, "max_tokens": 2048, "timeout_s": 5.0, "max_retries": 6,
+        "backoff": {"initial_s": 0.05, "max_s": 0.4},
+        "breaker": {"failure_threshold": 8, "cooldown_s": 0.2, "max_cooldown_s": 1.0, "down_after_s": 30.0},
+        "limits": {"max_in_flight": 32},
+        "price": {"input_per_1k": 0.001, "output_per_1k": 0.002},
+    }
+    for key, value in defaults.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return {"name": "test", "defaults": base,
+            "agents": [{"name": n, "model": m, "demos": d} for n, m, d in agents]}
+
+
+def write_panel(path: Path, base_url: str, **kwargs: Any) -> Path:
+    path.write_text(yaml.safe_dump(panel_dict(base_url, **kwargs)))
+    return path
+
+
+def neo4j_subprocess_env(**extra: str) -> dict[str, str]:
+    """os.environ (already pointed at the test Neo4j by `neo4j_env`) plus fast lease settings."""
+    env = dict(os.environ)
+    env.update({"MAGDI_GENERATOR_LEASE_S": "5", "MAGDI_GENERATOR_RENEW_EVERY_S": "1",
+                "MAGDI_GENERATOR_LEASE_MARGIN_S": "1", "MAGDI_GENERATOR_COUNTERS_EVERY_S": "1",
+                "PYTHONPATH": str(REPO)})
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A subprocess whose output goes to `log`; stopped by pid on exit, also on failure."""
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    try:
+        yield proc
+    finally:
+        stop_pid(proc)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def count_responses(driver: Any, job_id: str) -> int:
+    records, _, _ = driver.execute_query(
+        "MATCH (d:Debate {job_id: $job})-[:HAS_RESPONSE]->(r:Response) RETURN count(r) AS n", job=job_id)
+    return int(records[0]["n"])

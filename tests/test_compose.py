@@ -1,0 +1,143 @@
+"""docker-compose.yml must be right for real users, though no Docker engine runs here.
+
+Parse it and check every build context, Dockerfile, COPY source, command, config path, env var and
+port it names against the code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from magdi.cli import app
+from magdi.store.server import NEO4J_VERSION
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+BUILT = {name: svc for name, svc in SERVICES.items() if "build" in svc}
+
+
+def dockerfile(svc: dict) -> Path:
+    return REPO / svc["build"]["context"] / svc["build"]["dockerfile"]
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def as_argv(value: str | list[str]) -> list[str]:
+    if isinstance(value, list):
+        return value
+    value = value.strip()
+    return json.loads(value) if value.startswith("[") else shlex.split(value)
+
+
+def known_env_vars() -> set[str]:
+    """Every environment variable our settings classes read."""
+    from pydantic_settings import BaseSettings
+
+    from magdi.settings import Neo4jSettings
+    from services.api.settings import ApiSettings
+    from services.generator.settings import GeneratorSettings
+
+    names: set[str] = set()
+    cls: type[BaseSettings]
+    for cls in (Neo4jSettings, ApiSettings, GeneratorSettings):
+        prefix = cls.model_config.get("env_prefix", "")
+        names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
+    from trainer.config import env_overrides_known
+
+    names |= env_overrides_known()
+    return names
+
+
+def test_neo4j_image_is_the_version_the_project_runs_itself():
+    image = SERVICES["neo4j"]["image"]
+    major_minor = ".".join(NEO4J_VERSION.split(".")[:2])
+    assert re.fullmatch(rf"neo4j:{re.escape(major_minor)}(\.\d+)?-community", image), image
+    assert SERVICES["neo4j"]["healthcheck"]["test"]
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_build_context_dockerfile_and_copy_sources_exist(name):
+    svc = BUILT[name]
+    context = REPO / svc["build"]["context"]
+    assert context.is_dir()
+    path = dockerfile(svc)
+    assert path.is_file(), f"{name}: {path} missing"
+    for word, args in instructions(path):
+        if word in ("COPY", "ADD") and "--from" not in args:
+            *sources, _dest = [a for a in as_argv(args) if not a.startswith("--")]
+            for src in sources:
+                assert list(context.glob(src)), f"{name}: {path.name} copies {src!r}, which does not exist"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_commands_exist_in_the_cli(name):
+    svc = SERVICES[name]
+    argv = as_argv(svc["command"]) if "command" in svc else None
+    if argv is None and name in BUILT:
+        cmds = [args for word, args in instructions(dockerfile(svc)) if word in ("CMD", "ENTRYPOINT")]
+        argv = as_argv(cmds[-1]) if cmds else None
+    if not argv:
+        return
+    if argv[0] == "magdi":
+        words = [a for a in argv[1:] if not a.startswith("-")][:2]
+        sub = words[:1] if words[0] not in ("db", "teachers") else words
+        result = CliRunner().invoke(app, [*sub, "--help"], env={"COLUMNS": "200", "TERM": "dumb"})
+        assert result.exit_code == 0, f"{name}: `magdi {' '.join(sub)}` is not a command: {result.output}"
+        for flag in (a.split("=")[0] for a in argv if a.startswith("--")):
+            assert flag in result.output, f"{name}: `magdi {' '.join(sub)}` has no option {flag}"
+        for a in argv:
+            if a.startswith("/app/configs/"):
+                assert (REPO / a.removeprefix("/app/")).is_file(), f"{name}: {a} not in the repo"
+    elif argv[:2] == ["python", "-m"] or argv[:2] == ["uvicorn"]:
+        module = argv[2] if argv[0] == "python" else argv[1].split(":")[0]
+        assert (REPO / module.replace(".", "/")).exists() or (REPO / (module.replace(".", "/") + ".py")).exists()
+
+
+def test_every_env_var_is_read_by_the_code():
+    known = known_env_vars()
+    for name, svc in SERVICES.items():
+        for var in svc.get("environment") or {}:
+            if var.startswith("MAGDI_"):
+                assert var in known, f"{name}: {var} is not read by any settings class"
+
+
+def test_ports_match_what_the_services_listen_on():
+    def container_ports(svc):
+        return {int(p.split(":")[-1]) for p in svc.get("ports", [])}
+
+    assert container_ports(SERVICES["neo4j"]) == {7474, 7687}
+    assert COMPOSE["x-neo4j-env"]["MAGDI_NEO4J_URI"] == "bolt://neo4j:7687"
+    api_cmd = " ".join(args for word, args in instructions(dockerfile(SERVICES["api"])) if word in ("CMD", "EXPOSE"))
+    (api_port,) = container_ports(SERVICES["api"])
+    assert str(api_port) in api_cmd
+    teachers = as_argv(SERVICES["teachers"]["command"])
+    assert container_ports(SERVICES["teachers"]) == {int(teachers[teachers.index("--port") + 1])}
+
+
+def test_dependants_wait_for_a_healthy_neo4j():
+    for name, svc in SERVICES.items():
+        if "MAGDI_NEO4J_URI" in (svc.get("environment") or {}):
+            assert svc["depends_on"]["neo4j"]["condition"] == "service_healthy", name
+
+
+def test_trainer_reserves_a_gpu():
+    devices = SERVICES["trainer"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d["capabilities"] for d in devices)
