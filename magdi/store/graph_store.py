@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -25,7 +25,9 @@ T = TypeVar("T")
 
 # -- Cypher ------------------------------------------------------------------------------------
 _MERGE_QUESTIONS = "UNWIND $rows AS q MERGE (n:Question {id: q.id}) SET n += q"
-_MERGE_AGENTS = "UNWIND $rows AS a MERGE (n:Agent {id: a.id}) SET n += a"
+# ON CREATE only: every MAG write touches the panel's Agent nodes, and an unconditional SET would
+# make concurrent writers queue on their locks.
+_MERGE_AGENTS = "UNWIND $rows AS a MERGE (n:Agent {id: a.id}) ON CREATE SET n += a"
 _MERGE_DEBATES = """
 UNWIND $rows AS d
 MERGE (n:Debate {id: d.id}) SET n += d
@@ -165,24 +167,44 @@ class GraphStore:
         """Write MAGs in ONE transaction (a few UNWIND queries whatever their size).
 
         `replace=True` makes the stored MAG equal to the given one (stale responses and edges of
-        these debates are removed); `replace=False` only adds/updates, which is what a generator
-        writing turn by turn wants.
+        these debates are removed); `replace=False` only adds/updates.
         """
         batch = list(debates)
+        self._write([(d, None) for d in batch], replace=replace)
+        return len(batch)
+
+    def write_turns(self, items: Iterable[tuple[Debate, Collection[tuple[str, int]]]]) -> int:
+        """Write debate headers plus only the named (agent, round) responses and the edges into them.
+
+        A generator appends a turn at a time; rewriting every earlier response on each turn would
+        make a debate's writes quadratic in its length. Edges always point into the later round,
+        so a turn's incoming edges are written with it.
+        """
+        batch = [(d, set(keys)) for d, keys in items]
+        self._write(batch, replace=False)
+        return len(batch)
+
+    def _write(self, batch: list[tuple[Debate, set[tuple[str, int]] | None]], *, replace: bool) -> None:
         if not batch:
-            return 0
-        questions = {d.question.id: records.question_row(d.question) for d in batch}
-        agents = {a.id: records.agent_row(a) for d in batch for a in d.panel}
-        debate_rows = [records.debate_row(d) for d in batch]
-        response_rows = [records.response_row(d, r) for d in batch for r in d.responses]
-        edge_rows = [records.edge_row(d, e) for d in batch for e in d.edges]
+            return
+        questions = {d.question.id: records.question_row(d.question) for d, _ in batch}
+        agents = {a.id: records.agent_row(a) for d, _ in batch for a in d.panel}
+        debate_rows = [records.debate_row(d) for d, _ in batch]
+        response_rows = [
+            records.response_row(d, r) for d, keys in batch for r in d.responses
+            if keys is None or (r.agent, r.round) in keys
+        ]
+        edge_rows = [
+            records.edge_row(d, e) for d, keys in batch for e in d.edges
+            if keys is None or (e.target_agent, e.target_round) in keys
+        ]
         stale = [
             {
                 "id": d.id,
                 "response_ids": [d.response_id(r.agent, r.round) for r in d.responses],
                 "edge_keys": [f"{row['src']}>{row['dst']}" for row in (records.edge_row(d, e) for e in d.edges)],
             }
-            for d in batch
+            for d, _ in batch
         ]
 
         def tx(t: neo4j.ManagedTransaction) -> None:
@@ -192,11 +214,12 @@ class GraphStore:
             if replace:
                 t.run(_DROP_STALE, rows=stale).consume()
                 t.run(_DROP_STALE_EDGES, rows=stale).consume()
-            t.run(_MERGE_RESPONSES, rows=response_rows).consume()
-            t.run(_MERGE_EDGES, rows=edge_rows).consume()
+            if response_rows:
+                t.run(_MERGE_RESPONSES, rows=response_rows).consume()
+            if edge_rows:
+                t.run(_MERGE_EDGES, rows=edge_rows).consume()
 
         self._run(tx, write=True)
-        return len(batch)
 
     def write_debate(self, debate: Debate, *, replace: bool = True) -> None:
         self.write_debates([debate], replace=replace)

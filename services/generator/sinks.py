@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from magdi.mag import Debate, DebateStatus
+from magdi.mag import Debate, DebateStatus, Response
 from magdi.store.graph_store import DebateFilter, GraphStore
 
 logger = logging.getLogger(__name__)
@@ -33,16 +33,39 @@ class DebateSink(Protocol):
 
 
 class GraphSink:
-    """MERGE-only writes (`replace=False`): rewriting a turn is a no-op, nothing is ever removed."""
+    """MERGE-only writes: rewriting a turn is a no-op, nothing is ever removed.
+
+    Only responses that differ from what this sink knows to be committed are sent (plus the
+    debate's header), so a debate's N turns cost O(N) response writes, not O(N^2).
+    """
 
     def __init__(self, store: GraphStore) -> None:
         self.store = store
+        self._committed: dict[str, dict[tuple[str, int], Response]] = {}
+        self._lock = threading.Lock()
 
     def load(self, debate_id: str) -> Debate | None:
-        return self.store.get_debate(debate_id)
+        debate = self.store.get_debate(debate_id)
+        if debate is not None:
+            self._remember(debate, {(r.agent, r.round) for r in debate.responses})
+        return debate
 
     def save_many(self, debates: Sequence[Debate]) -> None:
-        self.store.write_debates(debates, replace=False)
+        items = []
+        with self._lock:
+            for d in debates:
+                known = self._committed.get(d.id, {})
+                items.append((d, {(r.agent, r.round) for r in d.responses if known.get((r.agent, r.round)) != r}))
+        self.store.write_turns(items)
+        for d, keys in items:
+            self._remember(d, keys)
+
+    def _remember(self, debate: Debate, keys: set[tuple[str, int]]) -> None:
+        with self._lock:
+            known = self._committed.setdefault(debate.id, {})
+            known.update({(r.agent, r.round): r for r in debate.responses if (r.agent, r.round) in keys})
+            if debate.status is DebateStatus.COMPLETE:  # never written again: keep memory flat
+                self._committed.pop(debate.id, None)
 
     def known(self, job_id: str) -> tuple[set[str], set[str]]:
         stored = set(self.store.debate_ids(DebateFilter(job_id=job_id)))

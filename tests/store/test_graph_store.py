@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from magdi.mag import ParseStatus, Response, canonical
+from magdi.mag import DebateStatus, ParseStatus, Response, canonical
 from magdi.store.graph_store import DebateFilter, GraphStore, decode_cursor
 
 
@@ -131,3 +131,15 @@ def test_stats(store, make_debate):
     assert by_agent["alice"]["round0_accuracy"] == 0.5
     empty = store.stats(DebateFilter(dataset="nothing"))
     assert empty.debates == 0 and empty.team_accuracy is None
+
+
+def test_write_turns_appends_only_the_named_responses(store, make_debate):
+    full = make_debate(9, rounds=3)
+    round0 = full.model_copy(update={
+        "responses": [r for r in full.responses if r.round == 0], "edges": [], "status": DebateStatus.RUNNING})
+    store.write_turns([(round0, {(r.agent, 0) for r in round0.responses})])
+    assert store.get_debate(full.id).rounds() == 1
+    # the later turns arrive; earlier responses are not resent, yet the stored MAG is complete
+    store.write_turns([(full, {(r.agent, r.round) for r in full.responses if r.round > 0})])
+    assert store.get_debate(full.id) == canonical(full)
+    assert count(store, "Response") == 9
