@@ -122,10 +122,22 @@ def open_sink(kind: str, job_id: str) -> Iterator[DebateSink]:
     if kind == "memory":
         yield MemorySink()
         return
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from magdi.settings import Neo4jSettings
     from magdi.store.graph_store import DebateFilter
     from magdi.store.open import open_store
+    from magdi.store.server import ManagedNeo4j
 
-    with open_store() as store:
+    with contextlib.ExitStack() as stack:
+        settings = None
+        if not os.environ.get("MAGDI_NEO4J_URI"):  # a throwaway server, stopped by pid at the end
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="magdi-bench-")))
+            info = stack.enter_context(ManagedNeo4j(home, auth=False))
+            settings = Neo4jSettings(neo4j_uri=info.uri)
+        store = stack.enter_context(open_store(settings))
         try:
             yield GraphSink(store)
         finally:
@@ -139,7 +151,7 @@ def main() -> int:
     parser.add_argument("--rpm", type=int, default=1200, help="quota per model (simulated server and client)")
     parser.add_argument("--questions", type=int, default=300, help="debates for the engine run")
     parser.add_argument("--baseline-questions", type=int, default=12, help="debates for the sequential run")
-    parser.add_argument("--concurrency", type=int, default=24, help="debates in flight (engine)")
+    parser.add_argument("--concurrency", type=int, default=64, help="debates in flight (engine)")
     parser.add_argument("--store", choices=["memory", "neo4j"], default="memory", help="where turns are written")
     parser.add_argument("--quick", action="store_true", help="fewer debates (about half the time)")
     args = parser.parse_args()
