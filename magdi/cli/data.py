@@ -154,6 +154,7 @@ def stats(
         summary.add_row(key, value)
     console.print(summary)
     agents = Table("agent", "debates", "round-0 accuracy", "final accuracy", "invalid", "tokens out")
+    agents.columns[0].no_wrap = True
     for a in s.agents:
         agents.add_row(a["agent"], str(a["debates"]), pct(a["round0_accuracy"]), pct(a["final_accuracy"]),
                        str(a["invalid"]), str(a["tokens_out"]))

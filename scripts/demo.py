@@ -1,0 +1,184 @@
+"""`make demo`: the whole pipeline, end to end, on the embedded default.
+
+    .venv/bin/python scripts/demo.py [--questions 50] [--keep-serving]
+
+1. starts the managed local Neo4j (fetched from Maven Central on first use; data in MAGDI_HOME);
+2. starts the SIMULATED teacher panel (replays four real models' recorded GSM8K solutions);
+3. runs a ReConcile debate job on GSM8K questions with three simulated teachers (`magdi generate`),
+   every turn stored in Neo4j as a MAG as it completes (a rerun replaces the previous demo job);
+4. trains a tiny student on the CPU on those MAGs (`magdi train`) and evaluates it (`magdi eval`);
+5. starts the REST API and prints the viewer URL and a Cypher example;
+6. ends with the job's stats read back from Neo4j (`magdi stats --job demo`).
+
+Everything the demo starts is stopped by pid at the end, also on failure. With --keep-serving (the
+default when run from a terminal) it keeps Neo4j and the API up until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from magdi.settings import Neo4jSettings
+from magdi.store.graph_store import DebateFilter
+from magdi.store.jobs import JobStore
+from magdi.store.open import open_store
+from magdi.store.server import ManagedNeo4j
+from services.generator.teachers import PanelSimConfig
+from services.generator.teachers.runner import TeacherPanelServer
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "examples" / "data" / "gsm8k-sample"
+JOB = "demo"
+RUN_DIR = REPO / "runs" / "demo"
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def magdi(*args: str, env: dict[str, str]) -> None:
+    """Run a `magdi` command exactly as a user would type it."""
+    cmd = [str(REPO / ".venv" / "bin" / "magdi"), *args]
+    if not Path(cmd[0]).exists():
+        cmd = [sys.executable, "-m", "magdi.cli", *args]
+    print("$ magdi " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True, env=env, cwd=REPO)
+
+
+def panel_file(base_url: str, out_dir: Path) -> Path:
+    """configs/panels/simulated.yaml pointed at the panel server started for this run."""
+    panel = yaml.safe_load((REPO / "configs" / "panels" / "simulated.yaml").read_text())
+    panel["defaults"]["base_url"] = base_url
+    path = out_dir / "panel.yaml"
+    path.write_text(yaml.safe_dump(panel, sort_keys=False))
+    return path
+
+
+def purge_previous_demo(settings: Neo4jSettings) -> None:
+    """The panel's URL changes with each run's port, so an old demo job cannot be resumed: drop it."""
+    with open_store(settings) as store:
+        for debate_id in store.debate_ids(DebateFilter(job_id=f"job-{JOB}")):
+            store.delete_debate(debate_id)
+        JobStore(store).delete(f"job-{JOB}")
+
+
+def start_api(env: dict[str, str], port: int, log_file: Path) -> subprocess.Popen[bytes]:
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "magdi.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, cwd=REPO, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited with code {proc.returncode}")
+        time.sleep(0.5)
+    raise RuntimeError("the API did not become ready within 60 s")
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--questions", type=int, default=50)
+    parser.add_argument("--keep-serving", action=argparse.BooleanOptionalAction, default=sys.stdin.isatty())
+    parser.add_argument("--api-port", type=int, default=8000)
+    args = parser.parse_args()
+
+    settings = Neo4jSettings()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAGDI_NEO4J_")}
+    env["MAGDI_API_OPEN_READS"] = "true"
+    # library chatter (deprecation warnings, HF progress bars) would bury what the demo shows
+    env.update(PYTHONWARNINGS="ignore::FutureWarning,ignore::UserWarning", TRANSFORMERS_VERBOSITY="error",
+               HF_HUB_DISABLE_PROGRESS_BARS="1")
+    env.setdefault("MAGDI_API_TOKEN", "demo-token-change-me")
+    server = ManagedNeo4j(settings.managed_dir, auth=True)
+    already_running = server.status() is not None
+    api: subprocess.Popen[bytes] | None = None
+    say("Neo4j: " + ("already running" if already_running else "starting (first run downloads it from Maven Central)"))
+    info = server.start()
+    print(f"bolt {info.uri}, credentials in {settings.credentials_file}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="magdi-demo-") as tmp:
+            say("Simulated teacher panel (replays recorded GSM8K solutions of four real models)")
+            config = PanelSimConfig(solutions_path=SAMPLE / "model_solutions.jsonl",
+                                    questions_path=SAMPLE / "test.jsonl", seed=0, latency_s=0.05)
+            purge_previous_demo(Neo4jSettings(home=settings.home))
+            with TeacherPanelServer(config) as teachers:
+                print(f"OpenAI-compatible endpoint {teachers.base_url} (pid {teachers.pid})")
+                say(f"Debates: ReConcile, 3 simulated teachers, {args.questions} GSM8K questions (job '{JOB}')")
+                magdi("generate", "--panel", str(panel_file(teachers.base_url, Path(tmp))), "--dataset", "gsm8k",
+                      "--data", str(SAMPLE / "test.jsonl"), "--format", "gsm8k", "--limit", str(args.questions),
+                      "--job", JOB, "--convincing", str(SAMPLE / "convincing" / "GSM8k"), env=env)
+            say("Training a tiny student on the CPU (LoRA + GCN + ranking, end to end)")
+            shutil.rmtree(RUN_DIR, ignore_errors=True)
+            magdi("train", "--config", str(REPO / "configs" / "trainer" / "tiny-cpu.yaml"),
+                  "--set", f"data.job_id=job-{JOB}", "--set", f"run.output_dir={RUN_DIR}",
+                  "--set", "run.progress=false", env=env)
+            say("Evaluating the student on the held-out split (greedy)")
+            magdi("eval", "--adapter", str(RUN_DIR / "adapter"), "--split", "test", "--max-new-tokens", "64",
+                  env=env)
+            eval_json = json.loads((RUN_DIR / "eval.json").read_text())
+            say("REST API")
+            api = start_api(env, args.api_port, RUN_DIR / "api.log")
+            first = httpx.get(f"http://127.0.0.1:{args.api_port}/v1/debates", params={"limit": 1}, timeout=10).json()
+            debate_id = first["items"][0]["id"]
+            base = f"http://127.0.0.1:{args.api_port}"
+            print(f"""
+Where to look
+  MAG viewer      {base}/viewer/debates/{debate_id}
+  all debates     {base}/viewer/
+  API docs        {base}/docs
+  Cypher          curl -s -H 'Authorization: Bearer {env['MAGDI_API_TOKEN']}' -H 'Content-Type: application/json' \\
+                    -d '{{"query": "MATCH (r:Response) RETURN r.agent AS agent, r.round AS round, avg(toFloat(r.correct)) AS acc ORDER BY agent, round"}}' \\
+                    {base}/v1/cypher
+  Neo4j           magdi db status   (bolt URI and credentials for Neo4j Browser / cypher-shell)
+  student         {RUN_DIR}/adapter (peft adapter), eval: accuracy {eval_json.get('accuracy')}, \
+mean output tokens {eval_json.get('mean_output_tokens')}
+  TensorBoard     tensorboard --logdir {RUN_DIR}/tb
+  API log         {RUN_DIR}/api.log""")
+            say("Job stats, read back from Neo4j")
+            magdi("stats", "--job", JOB, env=env)
+            if args.keep_serving:
+                print("\nServing until Ctrl-C ...", flush=True)
+                try:
+                    while api.poll() is None:
+                        time.sleep(1)
+                except KeyboardInterrupt:
+                    pass
+    finally:
+        stop(api)
+        if not already_running:
+            server.stop()
+            print("stopped Neo4j (data kept; `magdi db start` and `magdi serve` bring it back)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
