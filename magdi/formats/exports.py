@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from magdi.formats import magdi_ref
+from magdi.formats import dpo, magdi_ref, sft
 from magdi.mag import Debate
 
 Exporter = Callable[[Iterable[Debate]], Iterator[dict[str, Any]]]
@@ -26,6 +26,8 @@ def _jsonl(debates: Iterable[Debate]) -> Iterator[dict[str, Any]]:
 EXPORTERS: dict[str, Exporter] = {
     "magdi-ref": magdi_ref.iter_records,
     "jsonl": _jsonl,
+    "sft": sft.iter_records,
+    "dpo": dpo.iter_records,
 }
 
 

@@ -1,0 +1,1 @@
+"""The magdi REST API (FastAPI): `services.api.main.create_app`, served by `magdi serve`."""

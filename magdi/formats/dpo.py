@@ -1,0 +1,57 @@
+"""The `dpo` export: preference pairs (chosen = a correct response, rejected = an incorrect one).
+
+Both sides of a pair come from the SAME MAG, so they answer the same prompt; this is the
+contrast MAGDi's margin-ranking loss learns from, written in TRL's conversational preference
+format (`prompt`, `chosen`, `rejected` as message lists) for DPO-style trainers.
+
+Pairing is linear in the MAG size, not quadratic: every incorrect response is the rejected side of
+exactly one pair, whose chosen side is a correct response from the same round if there is one
+(else the nearest round, earlier first), the most confident among those, then panel order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from magdi.formats.sft import assistant_text, debate_provenance, is_usable, node_provenance, question_prompt
+from magdi.mag import Debate, Response
+
+
+def _pick_chosen(rejected: Response, correct: list[Response], order: dict[str, int]) -> Response:
+    def rank(r: Response) -> tuple[int, int, float, int]:
+        return (abs(r.round - rejected.round), r.round, -(r.confidence or 0.0), order[r.agent])
+
+    return min(correct, key=rank)
+
+
+def debate_pairs(debate: Debate) -> Iterator[dict[str, Any]]:
+    """Preference pairs of one MAG; none when it has no correct or no incorrect response."""
+    responses = [r for r in debate.sorted_responses() if is_usable(r) and r.correct is not None]
+    correct = [r for r in responses if r.correct]
+    wrong = [r for r in responses if not r.correct]
+    if not correct or not wrong:
+        return
+    order = {a.name: i for i, a in enumerate(debate.panel)}
+    prompt = question_prompt(debate)
+    for rejected in wrong:
+        chosen = _pick_chosen(rejected, correct, order)
+        chosen_text, rejected_text = assistant_text(chosen), assistant_text(rejected)
+        if chosen_text == rejected_text:  # cannot happen for distinct answers; guards odd imports
+            continue
+        yield {
+            "prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant", "content": chosen_text}],
+            "rejected": [{"role": "assistant", "content": rejected_text}],
+            "metadata": {
+                **debate_provenance(debate),
+                "chosen": {**node_provenance(debate, chosen), "answer": chosen.answer},
+                "rejected": {**node_provenance(debate, rejected), "answer": rejected.answer},
+            },
+        }
+
+
+def iter_records(debates: Iterable[Debate]) -> Iterator[dict[str, Any]]:
+    """The `EXPORTERS["dpo"]` entry: streams, one MAG at a time."""
+    for d in debates:
+        yield from debate_pairs(d)

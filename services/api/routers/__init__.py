@@ -1,0 +1,1 @@
+"""One router per resource; `services.api.main` includes them by name."""

@@ -1,0 +1,27 @@
+"""Read-only Cypher over HTTP; the guards live in `magdi.store.cypher` (shared with `magdi cypher`)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+
+from magdi.store.cypher import CypherRejected, run_readonly
+from services.api.deps import SettingsDep, StoreDep, WriteAccess
+from services.api.schemas import CypherIn, CypherOut, ErrorOut
+
+router = APIRouter(prefix="/v1/cypher", tags=["cypher"],
+                   responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+
+
+@router.post("", dependencies=[WriteAccess])
+def run_cypher(body: CypherIn, store: StoreDep, settings: SettingsDep) -> CypherOut:
+    """Run one read-only query. Writes, LOAD CSV, admin commands and most procedures are a 400 saying why.
+
+    Always needs the token, even with open reads: a query can read every property of the graph.
+    """
+    try:
+        result = run_readonly(store.driver, body.query, body.parameters, database=store.database,
+                              timeout_s=settings.cypher_timeout_s, max_rows=settings.cypher_max_rows,
+                              max_bytes=settings.cypher_max_bytes)
+    except CypherRejected as exc:
+        raise HTTPException(400, detail=str(exc)) from None
+    return CypherOut(columns=result.columns, rows=result.rows, row_count=len(result.rows), truncated=result.truncated)

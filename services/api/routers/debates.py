@@ -1,0 +1,71 @@
+"""Debates: start one (a one-question job), list them with filters, read or delete a whole MAG."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Response, status
+
+from magdi import ids
+from magdi.store.graph_store import Page
+from magdi.store.jobs import JobConflict
+from services.api.deps import FilterDep, JobsDep, PageLimit, ReadAccess, StoreDep, WriteAccess, field_error
+from services.api.schemas import (
+    DebateAccepted,
+    DebateCreate,
+    DebatePublic,
+    DebatesPage,
+    DebateSummary,
+    ErrorOut,
+)
+from services.api.views import debate_public, debate_spec
+
+router = APIRouter(prefix="/v1/debates", tags=["debates"],
+                   responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+DebateId = Annotated[str, Path(min_length=1, max_length=200, description="debate id, e.g. d-0123456789abcdef")]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, dependencies=[WriteAccess],
+             responses={409: {"model": ErrorOut}})
+def create_debate(body: DebateCreate, jobs: JobsDep, response: Response) -> DebateAccepted:
+    """Queue a debate on ONE question: a job with one inline question, run by a generator worker.
+
+    Poll `job_url` for progress; the MAG appears at `debate_url` once the worker stored it.
+    """
+    spec = debate_spec(body)
+    try:
+        job = jobs.create(spec, total=1)
+    except JobConflict as exc:
+        raise HTTPException(409, detail=str(exc)) from None
+    question = spec.questions[0]
+    debate_id = ids.debate_id(job.id, question.dataset, question.qid)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return DebateAccepted(debate_id=debate_id, job_id=job.id, status=job.status, job_url=f"/v1/jobs/{job.id}",
+                          debate_url=f"/v1/debates/{debate_id}")
+
+
+@router.get("", dependencies=[ReadAccess], responses={422: {"model": ErrorOut}})
+def list_debates(store: StoreDep, flt: FilterDep, limit: PageLimit, cursor: str | None = None) -> DebatesPage:
+    """Debate summaries in id order, filtered, keyset-paginated (`next_cursor`)."""
+    try:
+        page: Page = store.list_debates(flt, limit=limit, cursor=cursor)
+    except ValueError as exc:
+        raise field_error("query", "cursor", str(exc)) from None
+    return DebatesPage(items=[DebateSummary.model_validate(i) for i in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{debate_id}", dependencies=[ReadAccess], responses={404: {"model": ErrorOut}})
+def get_debate(debate_id: DebateId, store: StoreDep) -> DebatePublic:
+    """The whole MAG: question, nodes (responses), INFORMS edges, team answer and metrics."""
+    debate = store.get_debate(debate_id)
+    if debate is None:
+        raise HTTPException(404, detail=f"no debate {debate_id!r}")
+    return debate_public(debate)
+
+
+@router.delete("/{debate_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess],
+               responses={404: {"model": ErrorOut}})
+def delete_debate(debate_id: DebateId, store: StoreDep) -> None:
+    """Delete the MAG and its responses (and its question when no other debate uses it)."""
+    if not store.delete_debate(debate_id):
+        raise HTTPException(404, detail=f"no debate {debate_id!r}")

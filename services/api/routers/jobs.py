@@ -1,0 +1,70 @@
+"""Jobs: queue a dataset slice for the generator workers, watch progress, cancel or purge."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+
+from magdi.mag import JobStatus
+from magdi.store.jobs import JobConflict
+from services.api.deps import JobsDep, PageLimit, ReadAccess, SettingsDep, WriteAccess, field_error
+from services.api.schemas import ErrorOut, JobCreate, JobPublic, JobsPublic
+from services.api.views import BadPath, job_public, job_spec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+JobId = Annotated[str, Path(min_length=1, max_length=200, description="job id: job-<name>")]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, dependencies=[WriteAccess],
+             responses={409: {"model": ErrorOut}})
+def create_job(body: JobCreate, jobs: JobsDep, settings: SettingsDep, response: Response) -> JobPublic:
+    """Queue a job (status `queued`); a generator worker claims and runs it.
+
+    Creating a job that exists with the same configuration returns it (a retry is a no-op); the
+    same name with another configuration is a 409.
+    """
+    try:
+        spec = job_spec(body, settings.data_root)
+    except BadPath as exc:
+        raise field_error("body", "data_path", str(exc)) from None
+    try:
+        job = jobs.create(spec, total=body.limit or 0)
+    except JobConflict as exc:
+        raise HTTPException(409, detail=str(exc)) from None
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_public(job)
+
+
+@router.get("", dependencies=[ReadAccess])
+def list_jobs(jobs: JobsDep, limit: PageLimit, status: JobStatus | None = None) -> JobsPublic:
+    """Jobs, oldest first, optionally of one status."""
+    return JobsPublic(items=[job_public(j) for j in jobs.list(status, limit=limit)])
+
+
+@router.get("/{job_id}", dependencies=[ReadAccess], responses={404: {"model": ErrorOut}})
+def get_job(job_id: JobId, jobs: JobsDep) -> JobPublic:
+    """Progress, tokens, cost and errors of one job."""
+    job = jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, detail=f"no job {job_id!r}")
+    return job_public(job)
+
+
+@router.delete("/{job_id}", dependencies=[WriteAccess], response_model=JobPublic,
+               responses={204: {"description": "purged"}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
+def cancel_job(job_id: JobId, jobs: JobsDep,
+               purge: Annotated[bool, Query(description="delete the job node (its debates stay)")] = False,
+               ) -> JobPublic | Response:
+    """Cancel a queued or running job (its worker stops at the next lease renewal); `?purge=true` deletes it."""
+    job = jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, detail=f"no job {job_id!r}")
+    if purge:
+        jobs.cancel(job_id)
+        jobs.delete(job_id)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    if not jobs.cancel(job_id):
+        raise HTTPException(409, detail=f"job {job_id!r} is {job.status.value}; only queued or running jobs can be "
+                                        "cancelled (use ?purge=true to delete it)")
+    return job_public(jobs.get(job_id) or job)

@@ -1,0 +1,18 @@
+"""Aggregate numbers over (filtered) debates: agreement, rounds, accuracy per team and agent, cost."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter
+
+from services.api.deps import FilterDep, ReadAccess, StoreDep
+from services.api.schemas import ErrorOut, StatsPublic
+
+router = APIRouter(prefix="/v1/stats", tags=["stats"], responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+
+
+@router.get("", dependencies=[ReadAccess])
+def get_stats(store: StoreDep, flt: FilterDep) -> StatsPublic:
+    """The same numbers as `magdi stats --format json`, e.g. `?dataset=gsm8k&job=job-demo`."""
+    return StatsPublic.model_validate(asdict(store.stats(flt)))

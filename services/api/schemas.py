@@ -1,0 +1,321 @@
+"""Request and response bodies, inputs apart from outputs (`*In` / `*Create` vs `*Public`).
+
+Inputs forbid unknown fields so a typo is a 422 naming it, and bound every size. Outputs are
+built from the domain model (`magdi.mag`), never from raw Neo4j records.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from magdi.datasets import FORMATS
+from magdi.mag import Agent, DebateStatus, JobStatus, ParseStatus, TaskType
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+# Keys that would put a secret into the job spec (and so into the graph); the env var NAME is fine.
+_SECRET_KEY = re.compile(r"(^|_)(api_?key|password|passwd|secret|token|authorization|bearer)$", re.IGNORECASE)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+class QuestionIn(_In):
+    text: str = Field(min_length=1, max_length=20_000)
+    dataset: str = Field("adhoc", min_length=1, max_length=100, pattern=NAME_PATTERN)
+    qid: str | None = Field(None, min_length=1, max_length=200, description="default: derived from the text")
+    task: TaskType | None = Field(None, description="default: from the dataset name")
+    gold_answer: str | None = Field(None, max_length=2_000)
+    options: list[str] = Field(default_factory=list, max_length=26)
+    gold_explanation: str | None = Field(None, max_length=20_000)
+
+
+class PanelAgentIn(BaseModel):
+    """One seat; the generator validates the rest of its fields (limits, price, retries...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
+    model: str = Field(min_length=1, max_length=200)
+    base_url: str = Field(min_length=1, max_length=500, pattern=r"^https?://[^\s/@]+(/\S*)?$")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="NAME of the worker's env var holding the key (never the key)")
+
+
+class PanelIn(BaseModel):
+    """A panel config as in `configs/panels/*.yaml`; keys are never sent, only env var names."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field("panel", min_length=1, max_length=100)
+    agents: list[PanelAgentIn] = Field(min_length=1, max_length=16)
+
+    @field_validator("agents")
+    @classmethod
+    def _unique(cls, agents: list[PanelAgentIn]) -> list[PanelAgentIn]:
+        names = [a.name for a in agents]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate agent names: {', '.join(dupes)}")
+        return agents
+
+    @model_validator(mode="after")
+    def _no_secrets(self) -> PanelIn:
+        path = _secret_path(self.model_dump())
+        if path:
+            raise ValueError(f"{path}: secrets do not belong in a panel; name the worker's env var in api_key_env")
+        return self
+
+
+def _secret_path(value: Any, prefix: str = "") -> str | None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if _SECRET_KEY.search(str(key)) and sub not in (None, ""):
+                return where
+            found = _secret_path(sub, where)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            found = _secret_path(sub, f"{prefix}[{i}]")
+            if found:
+                return found
+    return None
+
+
+class ProtocolIn(_In):
+    name: Literal["reconcile", "debate"] = "reconcile"
+    max_rounds: int = Field(3, ge=0, le=20, description="discussion rounds after round 0")
+    topology: str = Field("all", min_length=1, max_length=2_000, description="all | ring | 'a->b,b->c'")
+    reask: bool = Field(True, description="re-ask once when a reply cannot be parsed")
+
+
+class DebateCreate(_In):
+    question: QuestionIn
+    panel: PanelIn
+    protocol: ProtocolIn = Field(default_factory=ProtocolIn)
+    name: str | None = Field(None, max_length=100, pattern=NAME_PATTERN,
+                             description="job name; default: derived from the request, so a retry is a no-op")
+
+
+class JobCreate(_In):
+    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN, description="the job id is job-<name>")
+    dataset: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
+    data_path: str = Field(min_length=1, max_length=1_000, description="data file as seen by the worker")
+    format: Literal[FORMATS + ("auto",)] | None = Field(None, description="default: the dataset name")  # type: ignore[valid-type]
+    offset: int = Field(0, ge=0, le=10_000_000)
+    limit: int | None = Field(None, ge=1, le=10_000_000)
+    panel: PanelIn
+    protocol: ProtocolIn = Field(default_factory=ProtocolIn)
+
+    @field_validator("data_path")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        if "\x00" in value or any(part == ".." for part in re.split(r"[\\/]", value)):
+            raise ValueError("must be a plain path without '..' segments")
+        return value
+
+
+class CypherIn(_In):
+    query: str = Field(min_length=1, max_length=100_000)
+    parameters: dict[str, Any] = Field(default_factory=dict, description="$name values (JSON)")
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+class DebateAccepted(BaseModel):
+    debate_id: str
+    job_id: str
+    status: JobStatus
+    job_url: str
+    debate_url: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    name: str
+    dataset: str
+    status: JobStatus
+    total: int
+    done: int
+    failed: int
+    progress: float | None = Field(description="(done + failed) / total; null while the total is unknown")
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    errors: list[str]
+    lease_owner: str | None
+    lease_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    spec: dict[str, Any]
+
+
+class JobsPublic(BaseModel):
+    items: list[JobPublic]
+
+
+class DebateSummary(BaseModel):
+    """A debate node's properties (no nodes or edges): what a listing needs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    job_id: str | None = None
+    dataset: str
+    question_id: str
+    protocol: str
+    status: DebateStatus
+    team_answer: str | None = None
+    team_correct: bool | None = None
+    majority_answer: str | None = None
+    consensus: bool | None = None
+    rounds_used: int | None = None
+    agents: list[str] = Field(default_factory=list)
+    n_responses: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    error: str | None = None
+    created_at: str | None = None
+
+
+class DebatesPage(BaseModel):
+    items: list[DebateSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+
+
+class QuestionPublic(BaseModel):
+    id: str
+    dataset: str
+    qid: str
+    text: str
+    task: TaskType
+    gold_answer: str | None
+    options: list[str]
+    gold_explanation: str | None
+
+
+class NodePublic(BaseModel):
+    """One response (agent, round): a MAG node. `label`: 1 correct, 0 incorrect, 2 absent/invalid/unknown."""
+
+    id: str
+    agent: str
+    round: int
+    parse_status: ParseStatus
+    label: int
+    reasoning: str | None
+    answer: str | None
+    confidence: float | None
+    recalibrated_confidence: float | None
+    correct: bool | None
+    raw_text: str | None
+    parse_error: str | None
+    model: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    latency_s: float | None
+    cost_usd: float | None
+    finish_reason: str | None
+    prompt_hash: str | None
+    attempts: int | None
+
+
+class EdgePublic(BaseModel):
+    """`source` was shown in the prompt that produced `target` (an INFORMS relationship)."""
+
+    source: str
+    target: str
+    source_agent: str
+    source_round: int
+    target_agent: str
+    target_round: int
+    same_agent: bool
+
+
+class DebateMetrics(BaseModel):
+    nodes: int
+    edges: int
+    rounds: int
+    valid: int
+    invalid: int
+    absent: int
+    correct: int
+    incorrect: int
+    final_round_accuracy: float | None = Field(description="share of correct valid responses in the last round")
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+class DebatePublic(BaseModel):
+    id: str
+    question: QuestionPublic
+    job_id: str | None
+    protocol: str
+    panel: list[Agent]
+    config_hash: str | None
+    status: DebateStatus
+    team_answer: str | None
+    team_correct: bool | None
+    majority_answer: str | None
+    consensus: bool | None
+    rounds_used: int | None
+    error: str | None
+    created_at: datetime
+    nodes: list[NodePublic]
+    edges: list[EdgePublic]
+    metrics: DebateMetrics
+
+
+class CypherOut(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool = Field(description="the row or size cap was reached; more rows exist")
+
+
+class ImportResult(BaseModel):
+    format: str
+    imported: int
+    debate_ids: list[str]
+
+
+class AgentStats(BaseModel):
+    agent: str
+    debates: int
+    responses: int
+    invalid: int
+    tokens_out: int
+    round0_accuracy: float | None
+    final_accuracy: float | None
+
+
+class StatsPublic(BaseModel):
+    debates: int
+    complete: int
+    consensus_rate: float | None = Field(description="agreement rate: share of debates whose final answers agree")
+    mean_rounds: float | None
+    team_accuracy: float | None
+    majority_accuracy: float | None
+    responses: int
+    invalid_responses: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    tokens_per_debate: float | None
+    agents: list[AgentStats]
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None
+
+
+class ErrorOut(BaseModel):
+    detail: str | list[dict[str, Any]]

@@ -1,0 +1,69 @@
+"""Fixtures for the API tests: apps built by the factory, on the session's REAL Neo4j.
+
+One app (and TestClient, whose context runs the lifespan) serves most tests; `make_client` builds
+apps with other settings (open reads, no token, tiny limits). The `client` fixture depends on the
+root conftest's `store`, which empties the database first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+from api_helpers import TOKEN
+from fastapi.testclient import TestClient
+
+from magdi.settings import Neo4jSettings
+from magdi.store.graph_store import GraphStore
+from services.api.main import create_app
+from services.api.settings import ApiSettings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_api_env() -> Iterator[None]:
+    """MAGDI_API_* of the developer's shell must not change what the tests configure."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MAGDI_API_")}
+    yield
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def api_settings(neo4j_server: Neo4jSettings) -> ApiSettings:
+    return ApiSettings(token=TOKEN, neo4j=neo4j_server)
+
+
+@pytest.fixture(scope="session")
+def session_client(api_settings: ApiSettings, driver) -> Iterator[TestClient]:  # noqa: ARG001 - schema first
+    with TestClient(create_app(api_settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def client(session_client: TestClient, store: GraphStore) -> TestClient:  # noqa: ARG001 - store wipes the DB
+    return session_client
+
+
+@pytest.fixture
+def make_client(neo4j_server: Neo4jSettings) -> Iterator[Callable[..., TestClient]]:
+    """`make_client(open_reads=True, token=None, ...)`: a client of an app with other settings."""
+    with ExitStack() as stack:
+
+        def build(**overrides: Any) -> TestClient:
+            values: dict[str, Any] = {"token": TOKEN, "neo4j": neo4j_server, **overrides}
+            return stack.enter_context(TestClient(create_app(ApiSettings(**values))))
+
+        yield build
+
+
+PANEL = {"name": "sim", "agents": [
+    {"name": "alice", "model": "sim-a", "base_url": "http://127.0.0.1:8901/v1"},
+    {"name": "bob", "model": "sim-b", "base_url": "http://127.0.0.1:8901/v1", "api_key_env": "BOB_KEY"},
+]}
+
+
+@pytest.fixture
+def panel() -> dict[str, Any]:
+    return {"name": PANEL["name"], "agents": [dict(a) for a in PANEL["agents"]]}

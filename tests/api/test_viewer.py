@@ -1,0 +1,104 @@
+"""The MAG viewer in a real headless Chromium (Debian's, driven by playwright), against uvicorn."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from api_helpers import TOKEN, png_pixels, serve
+
+from magdi.mag import Debate, ParseStatus, Response
+from services.api.main import create_app
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+                 if p and Path(p).exists()), None)
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+GREEN, RED, GREY = (0x2E, 0x9D, 0x4F), (0xD6, 0x45, 0x41), (0x9A, 0xA0, 0xA6)
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (install Debian's: `make browser`)")
+
+
+@pytest.fixture
+def mag(store, make_debate) -> Debate:
+    """3 agents x 3 rounds with one absent and one invalid node, plus a second debate for the list."""
+    d = make_debate(5, rounds=3, job_id="job-view")
+    responses = [r for r in d.responses if (r.agent, r.round) not in {("carol", 2), ("bob", 2)}]
+    responses += [Response(agent="carol", round=2, parse_status=ParseStatus.ABSENT),
+                  Response(agent="bob", round=2, parse_status=ParseStatus.INVALID, raw_text="??",
+                           parse_error="no JSON")]
+    edges = [e for e in d.edges if (e.target_agent, e.target_round) not in {("carol", 2), ("bob", 2)}]
+    d = d.model_copy(update={"responses": responses, "edges": edges})
+    store.write_debates([d, make_debate(6, job_id="job-view")])
+    return d
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def test_debate_page_draws_the_mag_and_shows_a_node(api_settings, mag, browser, tmp_path):
+    with serve(create_app(api_settings)) as base:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"{base}/debates/{mag.id}/view")  # redirects to /viewer/debates/<id>
+        page.wait_for_selector("#status.error")
+        assert "401" in page.inner_text("#status")  # reads need the token here
+        page.fill("#token", TOKEN)
+        page.click("#save-token")
+        page.wait_for_selector("body[data-loaded=true]")
+
+        circles = page.locator("svg#mag circle.node")
+        assert circles.count() == len(mag.responses) == 9
+        labels = sorted(circles.nth(i).get_attribute("data-label") for i in range(circles.count()))
+        assert labels == sorted(str(r.label) for r in mag.responses)
+        assert page.locator("svg#mag line.edge").count() == len(mag.edges)
+        assert page.inner_text("#question h2") == mag.question.text
+
+        node = next(r for r in mag.responses if r.agent == "bob" and r.round == 1)
+        page.click(f'circle[data-node-id="{mag.response_id("bob", 1)}"]')
+        assert page.inner_text("#panel-reasoning") == node.reasoning
+        assert page.inner_text("#panel-answer") == node.answer
+        assert page.inner_text("#panel-confidence") == f"{node.confidence:.2f}"
+
+        shot = tmp_path / "mag.png"
+        page.locator("svg#mag").screenshot(path=str(shot))
+        pixels = png_pixels(shot.read_bytes())
+        counts = {name: sum(1 for p in pixels if _near(p, rgb)) for name, rgb in
+                  (("green", GREEN), ("red", RED), ("grey", GREY))}
+        assert all(n > 200 for n in counts.values()), counts  # every colour drawn: not a blank image
+        assert len(set(pixels)) > 10
+        unexpected = [e for e in errors if "status of 401" not in e]  # the first, token-less load
+        assert not unexpected, unexpected  # no script errors, no CSP violations, no missing assets
+
+
+def test_list_page_filters_and_links_to_debates(api_settings, mag, browser):
+    with serve(create_app(api_settings.model_copy(update={"open_reads": True}))) as base:
+        page = browser.new_page()
+        page.goto(f"{base}/viewer/?job=job-view")
+        page.wait_for_selector("#debates tbody tr")
+        assert page.locator("#debates tbody tr").count() == 2
+        page.select_option("select[name=consensus]", "true")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector("#status:has-text('no debates match')")
+        assert "consensus=true" in page.url and page.locator("#debates tbody tr").count() == 0
+        page.select_option("select[name=consensus]", "")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector("#debates tbody tr")
+        page.click(f"a[href='/viewer/debates/{mag.id}']")
+        page.wait_for_selector("body[data-loaded=true]")
+        assert page.locator("svg#mag circle.node").count() == 9
+
+
+def _near(pixel: tuple[int, ...], rgb: tuple[int, int, int]) -> bool:
+    return all(abs(a - b) <= 12 for a, b in zip(pixel, rgb, strict=True))
