@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from magdi.procs import stop_process
 from magdi.settings import Neo4jSettings
 from magdi.store.graph_store import DebateFilter
 from magdi.store.jobs import JobStore
@@ -91,17 +91,6 @@ def start_api(env: dict[str, str], port: int, log_file: Path) -> subprocess.Pope
             raise RuntimeError(f"the API exited with code {proc.returncode}")
         time.sleep(0.5)
     raise RuntimeError("the API did not become ready within 60 s")
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def main() -> int:
@@ -173,7 +162,8 @@ mean output tokens {eval_json.get('mean_output_tokens')}
                 except KeyboardInterrupt:
                     pass
     finally:
-        stop(api)
+        if api is not None:
+            stop_process(api, 10.0, group=True)
         if not already_running:
             server.stop()
             print("stopped Neo4j (data kept; `magdi db start` and `magdi serve` bring it back)")

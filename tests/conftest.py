@@ -8,7 +8,7 @@ wiped between tests, so never point it at data you care about).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +22,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def shared_data(*parts: str) -> Path:
+def _shared_data(*parts: str) -> Path:
     """A file under ../shared/data, or skip the test cleanly when it is absent."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"shared data not available: {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Callable[..., Path]:
+    """`shared_data("gsm8k", "test.jsonl")`: a public data file, or a clean skip when it is absent."""
+    return _shared_data
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from types import TracebackType
 import neo4j
 from neo4j.exceptions import AuthError, DriverError, Neo4jError
 
+from magdi.procs import free_port
 from magdi.store.neo4j_install import (
     NEO4J_VERSION,
     Neo4jInstallError,
@@ -62,13 +63,6 @@ class ServerInfo:
     pid: int
     home: Path
     bolt_port: int
-
-
-def free_port() -> int:
-    """A currently free loopback TCP port (the OS picks it; a small race with other binders remains)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _mib(size: str) -> int:
@@ -312,6 +306,9 @@ class ManagedNeo4j:
         prev = creds.get("bolt_port")
         if isinstance(prev, int):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s, contextlib.suppress(OSError):
+                # as the server's own listener does: connections of the previous run in TIME_WAIT
+                # must not make a just-stopped server's port look taken (a new port breaks its URI)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", prev))
                 return prev
         return free_port()

@@ -20,19 +20,9 @@ import httpx
 import pytest
 from generator_helpers import HERE, REPO, Panel, stop_pid
 
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def shared_data(*parts: str) -> Path:
-    """A file under ../shared/data, or skip (same rule as the root conftest's helper)."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    return path
-
 
 @pytest.fixture(scope="session")
-def gsm8k() -> dict[str, Path]:
+def gsm8k(shared_data: Callable[..., Path]) -> dict[str, Path]:
     return {"test": shared_data("gsm8k", "test.jsonl"), "solutions": shared_data("gsm8k", "model_solutions.jsonl"),
             "convincing": shared_data("convincing")}
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from typing import Any
 import httpx
 import yaml
 
+from magdi.procs import stop_process
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 MAGDI = str(Path(sys.executable).with_name("magdi"))
@@ -25,17 +26,7 @@ THREE = [("verifier-175b", "175b_verification", "chatgpt"), ("finetuned-175b", "
          ("verifier-6b", "6b_verification", "bard")]
 
 
-def stop_pid(proc: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
-    """SIGTERM by pid, SIGKILL if it does not exit within `grace_s`."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=grace_s)
+stop_pid = stop_process  # SIGTERM by pid, SIGKILL after the grace period
 
 
 class Panel:

@@ -106,17 +106,6 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-def _root_conftest(request: pytest.FixtureRequest):
-    """The project's tests/conftest.py module (pytest registers it under its path)."""
-    return request.config.pluginmanager.get_plugin(str(Path(__file__).resolve().parents[1] / "conftest.py"))
-
-
-@pytest.fixture
-def shared_data(request: pytest.FixtureRequest) -> Callable[..., Path]:
-    """The root conftest's `shared_data(*parts)` (skips when ../shared/data is absent)."""
-    return _root_conftest(request).shared_data
-
-
 @pytest.fixture(name="synth")
 def synth_fixture() -> Callable[..., Debate]:
     return synthetic_debate

@@ -12,8 +12,6 @@ import atexit
 import contextlib
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +21,7 @@ from types import TracebackType
 
 import httpx
 
+from magdi.procs import free_port, stop_process
 from services.generator.teachers.config import PanelSimConfig
 
 logger = logging.getLogger(__name__)
@@ -31,24 +30,8 @@ _PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the directory holding `se
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the server retries with another if it is taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def _stop(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("teacher panel pid %d ignored SIGTERM; killing it", proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)  # SIGKILL cannot be ignored; only a loaded machine makes this slow
+    stop_process(proc, grace_s)
     _LIVE.pop(proc.pid, None)
 
 
