@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Compiled bytecode makes every subprocess (CLI, servers) start seconds faster.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-all install browser lint audit clean
+.PHONY: demo test test-all install browser lint audit reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install
 
 audit: install
 	$(BIN)/pip-audit --skip-editable
+
+# The fault matrix (tests/reliability) run for real, rendered into docs/reliability.md.
+reliability: install
+	$(BIN)/python scripts/reliability_report.py $(if $(SLOW),--slow)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -18,10 +18,11 @@ import logging
 
 import typer
 
-from magdi.cli import data, db
+from magdi.cli import data, db, jobs
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
 app.add_typer(db.app, name="db", help="Start, inspect and stop the managed local Neo4j.")
+app.add_typer(jobs.app, name="jobs", help="Generator jobs: list them, show one's progress, counters and errors.")
 data.register(app)
 
 # (module, function) pairs that add their commands to `app`; each module imports only typer at top.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from magdi.cli.common import console, fail
@@ -62,3 +64,37 @@ def _print_info(info, credentials_file) -> None:  # noqa: ANN001 - ServerInfo, i
         f"  connect      cypher-shell -a {info.uri} -u {info.user} -p \"$(python -c 'import json;print(json.load(open(\"{credentials_file}\"))[\"password\"])')\"",
         highlight=False,
     )
+
+
+@app.command()
+def backup(out: Path = typer.Option(..., "--out", help="backup file to write (JSON lines)")) -> None:
+    """Back up every node and relationship (all properties) of the managed or configured database."""
+    from magdi.cli.common import store_or_exit
+    from magdi.store.backup import BackupError
+    from magdi.store.backup import backup as run_backup
+
+    with store_or_exit() as store:
+        try:
+            info = run_backup(store.driver, out, database=store.database)
+        except BackupError as exc:
+            raise fail(str(exc)) from None
+    console.print(f"backed up {info.nodes} nodes and {info.relationships} relationships "
+                  f"(schema version {info.schema_version}) to {out}")
+
+
+@app.command()
+def restore(
+    file: Path = typer.Argument(..., help="a file written by `magdi db backup`"),
+    wipe: bool = typer.Option(False, "--wipe", help="delete everything in the database first"),
+) -> None:
+    """Restore a backup into an empty database (or, with --wipe, replace what is there)."""
+    from magdi.cli.common import store_or_exit
+    from magdi.store.backup import BackupError
+    from magdi.store.backup import restore as run_restore
+
+    with store_or_exit() as store:
+        try:
+            info = run_restore(store.driver, file, database=store.database, wipe=wipe)
+        except BackupError as exc:
+            raise fail(str(exc)) from None
+    console.print(f"restored {info.nodes} nodes and {info.relationships} relationships from {file}")

@@ -36,7 +36,9 @@ class AsciiJSONResponse(JSONResponse):
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-    return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+    """Name the field and the rule, but never echo the rejected input: it may hold a secret."""
+    errors = [{k: v for k, v in err.items() if k not in ("input", "ctx", "url")} for err in exc.errors()]
+    return AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

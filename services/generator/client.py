@@ -93,6 +93,8 @@ class Endpoint:
         self.rng = rng
         self.calls = 0
         self.failures = 0
+        self.retries = 0  # re-sent after a 5xx, timeout, reset or cut body
+        self.rate_limit_waits = 0  # 429s waited out
 
     async def complete(self, agent: AgentConfig, messages: Sequence[Message]) -> CallResult:
         """Chat completion with retries; never raises for endpoint trouble (see CallResult.error)."""
@@ -129,6 +131,7 @@ class Endpoint:
                             return result
                         delay = retry_delay(rate_waits, headers, agent.backoff, self.rng)
                         rate_waits += 1
+                        self.rate_limit_waits += 1
                         logger.debug("%s: 429, pausing the endpoint %.2f s", self.name, delay)
                         self.limiter.pause(delay)
                         continue
@@ -165,6 +168,7 @@ class Endpoint:
                 return result
             delay = retry_delay(retries, headers, agent.backoff, self.rng)
             retries += 1
+            self.retries += 1
             logger.debug("%s: %s; retry %d in %.2f s", self.name, error, retries, delay)
             await asyncio.sleep(delay)
 

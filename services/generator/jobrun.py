@@ -174,6 +174,7 @@ def _conclude(jobs: JobStore, spec: JobSpec, worker: str, engine: Engine, endpoi
               for name, err in endpoints.down().items()] + progress.errors
     if lost:
         return JobResult(None, progress, errors)
+    _add_call_counters(jobs, spec.id, endpoints)
     job = jobs.refresh_counters(spec.id)
     finished = progress.done + progress.failed + progress.skipped
     if stopped and finished + progress.crashed < progress.total:
@@ -190,6 +191,22 @@ def _conclude(jobs: JobStore, spec: JobSpec, worker: str, engine: Engine, endpoi
         current = jobs.get(spec.id)
         return JobResult(current.status if current else None, progress, errors)
     return JobResult(status, progress, errors)
+
+
+def _add_call_counters(jobs: JobStore, job_id: str, endpoints: Endpoints) -> None:
+    """Add this run's endpoint counters to the Job node (summed over runs, for `magdi jobs status`)."""
+    totals = {"calls": sum(e.calls for e in endpoints.all()), "retries": sum(e.retries for e in endpoints.all()),
+              "rate_limit_waits": sum(e.rate_limit_waits for e in endpoints.all()),
+              "call_failures": sum(e.failures for e in endpoints.all())}
+    try:
+        jobs.store._run(lambda t: t.run(
+            "MATCH (j:Job {id: $id}) SET j.calls = coalesce(j.calls, 0) + $calls, "
+            "j.retries = coalesce(j.retries, 0) + $retries, "
+            "j.rate_limit_waits = coalesce(j.rate_limit_waits, 0) + $rate_limit_waits, "
+            "j.call_failures = coalesce(j.call_failures, 0) + $call_failures", id=job_id, **totals).consume(),
+            write=True)
+    except Exception as exc:  # noqa: BLE001 - counters are informative; finishing the job matters more
+        logger.warning("job %s: could not store call counters: %s", job_id, exc)
 
 
 def describe(result: JobResult) -> dict[str, Any]:

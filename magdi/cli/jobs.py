@@ -1,0 +1,91 @@
+"""`magdi jobs list | status [NAME]`: generator jobs as stored on their `:Job` nodes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from magdi.cli.common import console, fail, store_or_exit
+
+app = typer.Typer(no_args_is_help=True)
+
+_QUERY = """
+MATCH (j:Job) WHERE $id IS NULL OR j.id = $id
+RETURN j {.id, .name, .status, .total, .done, .failed, .tokens_in, .tokens_out, .cost_usd, .errors,
+          .lease_owner, .lease_until, .created_at, .updated_at, .calls, .retries, .rate_limit_waits,
+          .call_failures} AS j
+ORDER BY j.created_at LIMIT $limit
+"""
+
+
+def _rows(job_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    with store_or_exit() as store:
+        rows = store._run(lambda t: [r["j"] for r in t.run(_QUERY, id=job_id, limit=limit)])
+    for row in rows:
+        for key in ("lease_until", "created_at", "updated_at"):
+            if row.get(key) is not None and hasattr(row[key], "iso_format"):
+                row[key] = row[key].to_native().isoformat(timespec="seconds")
+        total = row.get("total") or 0
+        row["progress"] = round(((row.get("done") or 0) + (row.get("failed") or 0)) / total, 4) if total else None
+    return rows
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+@app.command("list")
+def list_(
+    status: str | None = typer.Option(None, help="queued | running | complete | failed | cancelled"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """All jobs, oldest first: status, progress, counters, cost and lease."""
+    rows = [r for r in _rows() if status is None or r["status"] == status]
+    if fmt == "json":
+        typer.echo(json.dumps(rows, default=str))
+        return
+    table = Table("name", "status", "progress", "done/failed/total", "tokens in/out", "cost (USD)", "lease owner")
+    for r in rows:
+        table.add_row(r["name"], r["status"], _pct(r["progress"]),
+                      f"{r.get('done') or 0}/{r.get('failed') or 0}/{r.get('total') or 0}",
+                      f"{r.get('tokens_in') or 0}/{r.get('tokens_out') or 0}", f"{r.get('cost_usd') or 0:.4f}",
+                      r.get("lease_owner") or "-")
+    console.print(table)
+
+
+@app.command()
+def status(
+    name: str | None = typer.Argument(None, help="job name (or id `job-<name>`); default: every job"),
+    fmt: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """One job in detail (or all): progress, counters, tokens, cost, lease, calls, retries, 429 waits, errors."""
+    job_id = None if name is None else (name if name.startswith("job-") else f"job-{name}")
+    rows = _rows(job_id)
+    if name is not None and not rows:
+        raise fail(f"no job named {name!r}; see `magdi jobs list`", code=1)
+    if fmt == "json":
+        typer.echo(json.dumps(rows if name is None else rows[0], default=str))
+        return
+    for r in rows:
+        table = Table(title=f"job {r['name']} ({r['id']})", show_header=False)
+        lease = f"{r['lease_owner']} until {r['lease_until']}" if r.get("lease_owner") else "-"
+        for key, value in [
+            ("status", r["status"]),
+            ("progress", _pct(r["progress"])),
+            ("done / failed / total", f"{r.get('done') or 0} / {r.get('failed') or 0} / {r.get('total') or 0}"),
+            ("tokens in / out", f"{r.get('tokens_in') or 0} / {r.get('tokens_out') or 0}"),
+            ("cost (USD)", f"{r.get('cost_usd') or 0:.4f}"),
+            ("lease", lease),
+            ("calls / retries / 429 waits / failed calls",
+             " / ".join("-" if r.get(k) is None else str(r[k])
+                        for k in ("calls", "retries", "rate_limit_waits", "call_failures"))),
+            ("created / updated", f"{r.get('created_at')} / {r.get('updated_at')}"),
+            ("errors", str(len(r.get("errors") or []))),
+        ]:
+            table.add_row(key, value)
+        console.print(table)
+        for error in (r.get("errors") or [])[:20]:
+            console.print(f"  [yellow]error:[/] {error}", highlight=False, markup=True)

@@ -1,0 +1,190 @@
+"""Helpers for the reliability tests (imported by name: pytest puts this folder on sys.path).
+
+`final_state` is the one checker every fault row ends with: it reads the FINAL state of Neo4j
+and the simulated panel's per-prompt counters and returns what was lost and what was duplicated.
+`Recorder` appends each row of the fault matrix to `reliability-results.json` (in the folder
+named by `MAGDI_RELIABILITY_OUT`), from which `scripts/reliability_report.py` writes the doc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+GENERATOR_TESTS = REPO / "tests" / "generator"
+if str(GENERATOR_TESTS) not in sys.path:  # reuse the generator tests' helpers (panel, subprocesses)
+    sys.path.insert(0, str(GENERATOR_TESTS))
+
+from magdi.mag import DebateStatus, ParseStatus  # noqa: E402
+from magdi.store.graph_store import DebateFilter, GraphStore  # noqa: E402
+from magdi.store.jobs import JobStore  # noqa: E402
+
+RESULTS_FILE = "reliability-results.json"
+
+
+@dataclass
+class Row:
+    """One line of the fault matrix."""
+
+    fault: str
+    injected: str
+    happened: str
+    nodes_lost: int
+    nodes_duplicated: int
+    recover_s: float | None
+    test: str = ""
+    passed: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Recorder:
+    """Rows of this session, rewritten to the JSON file after each one (a crash keeps the rest)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / RESULTS_FILE
+        self.rows: list[Row] = []
+        self._lock = threading.Lock()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({"started": time.time(), "rows": []}, indent=1))
+
+    def add(self, row: Row) -> None:
+        with self._lock:
+            self.rows.append(row)
+            self.path.write_text(json.dumps({"started": time.time(), "rows": [asdict(r) for r in self.rows]},
+                                            indent=1, default=str))
+
+
+def graph_duplicates(driver: Any) -> dict[str, int]:
+    """Duplicates anywhere in the graph: nodes by id, responses by slot, edges by (src, dst)."""
+    queries = {
+        "responses_by_id": "MATCH (r:Response) WITH r.id AS k, count(*) AS n WHERE n > 1 RETURN sum(n - 1) AS d",
+        "responses_by_slot": "MATCH (r:Response) WITH r.debate_id AS a, r.agent AS b, r.round AS c, count(*) AS n "
+                             "WHERE n > 1 RETURN sum(n - 1) AS d",
+        "debates_by_id": "MATCH (x:Debate) WITH x.id AS k, count(*) AS n WHERE n > 1 RETURN sum(n - 1) AS d",
+        "debates_by_question": "MATCH (x:Debate) WITH x.job_id AS j, x.question_id AS q, count(*) AS n "
+                               "WHERE n > 1 RETURN sum(n - 1) AS d",
+        "questions_by_id": "MATCH (x:Question) WITH x.id AS k, count(*) AS n WHERE n > 1 RETURN sum(n - 1) AS d",
+        "agents_by_id": "MATCH (x:Agent) WITH x.id AS k, count(*) AS n WHERE n > 1 RETURN sum(n - 1) AS d",
+        "jobs_by_id": "MATCH (x:Job) WITH x.id AS k, count(*) AS n WHERE n > 1 RETURN sum(n - 1) AS d",
+        "informs_by_pair": "MATCH (s:Response)-[x:INFORMS]->(t:Response) WITH s, t, count(x) AS n WHERE n > 1 "
+                           "RETURN sum(n - 1) AS d",
+        "has_response_by_pair": "MATCH (s:Debate)-[x:HAS_RESPONSE]->(t:Response) WITH s, t, count(x) AS n "
+                                "WHERE n > 1 RETURN sum(n - 1) AS d",
+        "responses_in_two_debates": "MATCH (r:Response)<-[:HAS_RESPONSE]-(d:Debate) WITH r, count(d) AS n "
+                                    "WHERE n > 1 RETURN sum(n - 1) AS d",
+    }
+    out = {}
+    for name, query in queries.items():
+        records, _, _ = driver.execute_query(query)
+        out[name] = int(records[0]["d"] or 0)
+    return out
+
+
+def sim_counts(stats: dict[str, Any]) -> dict[tuple[str, str], int]:
+    return {(p["model"], p["prompt_sha256"]): p["count"] for p in stats["by_prompt"]}
+
+
+def expected_prompts(debate: Any, protocol: Any) -> set[tuple[str, str]]:
+    """(model, prompt hash) of every first-try request the protocol makes for this stored debate."""
+    from services.generator.client import prompt_hash
+
+    models = {a.name: a.model for a in debate.panel}
+    rounds = sorted({r.round for r in debate.responses})
+    nxt = protocol.next_round(debate)
+    if nxt is not None and nxt not in rounds:
+        rounds.append(nxt)
+    out = set()
+    for rnd in rounds:
+        before = debate.model_copy(update={"responses": [x for x in debate.responses if x.round < rnd], "edges": []})
+        for req in protocol.turns(before, rnd):
+            out.add((models[req.agent], prompt_hash(req.messages)))
+    return out
+
+
+def final_state(store: GraphStore, job_id: str, n_questions: int, stats: dict[str, Any] | None,
+                *, repeat_ok: set[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """The final state of a job's MAGs against the panel's counters.
+
+    - `missing_debates`: questions without a finished MAG (complete, or failed: no agent gave a
+      valid answer, every turn stored as invalid/absent with its error);
+    - `lost_calls`: successful completions of a first-try prompt with no stored turn (valid or
+      invalid) for it, i.e. a paid answer that is not in the graph;
+    - `stored_twice`: stored turns whose prompt the panel completed more than once (the turn was
+      requested again after being answered); `repeat_ok` exempts calls in flight at a SIGKILL;
+    - `duplicates`: from `graph_duplicates`; job counters against the stored debates.
+    """
+    from services.generator.jobspec import prepare
+    from services.generator.protocols import build_protocol
+
+    ids = store.debate_ids(DebateFilter(job_id=job_id))
+    debates = [store.get_debate(i) for i in ids]
+    complete = [d for d in debates if d is not None and d.status is DebateStatus.COMPLETE]
+    finished = [d for d in debates if d is not None and d.status in (DebateStatus.COMPLETE, DebateStatus.FAILED)]
+    job = JobStore(store).get(job_id)
+    assert job is not None, f"no job {job_id}"
+    prepared = prepare(job.spec)
+    protocol = build_protocol(prepared.protocol, {a.name: a.demos_key for a in prepared.panel.agents})
+    stored_ok: dict[tuple[str, str], int] = {}
+    statuses: dict[str, int] = {}
+    for d in debates:
+        for r in d.responses:
+            statuses[r.parse_status.value] = statuses.get(r.parse_status.value, 0) + 1
+            if r.parse_status is not ParseStatus.ABSENT:
+                key = (r.model, r.prompt_hash)
+                stored_ok[key] = stored_ok.get(key, 0) + 1
+    lost_calls = stored_twice = reasks = 0
+    if stats is not None:
+        counts = sim_counts(stats)
+        expected = set().union(*(expected_prompts(d, protocol) for d in debates)) if debates else set()
+        for key, n in counts.items():
+            if key in stored_ok:
+                if n > 1 and key not in (repeat_ok or set()):
+                    stored_twice += 1
+            elif key in expected:
+                lost_calls += 1
+            else:
+                reasks += 1  # a re-ask's prompt (first try + the reply + "please answer in JSON")
+    responses = [r for d in debates for r in d.responses]
+    counters_ok = (job.done == len(complete)
+                   and job.failed == sum(1 for d in debates if d.status is DebateStatus.FAILED)
+                   and job.tokens_in == sum(d.tokens_in or 0 for d in debates)
+                   and job.tokens_out == sum(d.tokens_out or 0 for d in debates))
+    dupes = graph_duplicates(store.driver)
+    return {
+        "debates": len(debates), "complete": len(complete), "failed": len(finished) - len(complete),
+        "missing_debates": n_questions - len(finished),
+        "questions": len({d.question.id for d in debates}), "responses": len(responses),
+        "parse_status": statuses, "lost_calls": lost_calls, "stored_twice": stored_twice, "reasks": reasks,
+        "duplicates": dupes, "duplicated": sum(dupes.values()),
+        "job_status": job.status.value, "job_done": job.done, "job_failed": job.failed, "job_total": job.total,
+        "job_errors": job.errors, "counters_ok": counters_ok, "lease_owner": job.lease_owner,
+    }
+
+
+def assert_clean(state: dict[str, Any], n_questions: int) -> None:
+    """Exactly one finished MAG per question, nothing lost, nothing duplicated, counters right."""
+    assert state["debates"] == state["questions"] == n_questions, state
+    assert state["missing_debates"] == 0, state
+    assert state["lost_calls"] == 0, f"answered calls missing from the graph: {state}"
+    assert state["stored_twice"] == 0, f"stored turns requested again: {state}"
+    assert state["duplicated"] == 0, state["duplicates"]
+    assert state["counters_ok"] and state["job_total"] == n_questions, state
+    assert state["job_done"] + state["job_failed"] == n_questions, state
+    assert state["job_status"] == "complete" and state["lease_owner"] is None, state
+
+
+def lost_and_duplicated(state: dict[str, Any]) -> tuple[int, int]:
+    return state["missing_debates"] + state["lost_calls"], state["duplicated"] + state["stored_twice"]
+
+
+def env_out_dir() -> Path | None:
+    value = os.environ.get("MAGDI_RELIABILITY_OUT")
+    return Path(value) if value else None
