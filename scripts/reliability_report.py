@@ -51,7 +51,7 @@ the error).
   (typed: datetimes, dates, durations and byte arrays are tagged, not stringified) as JSON lines,
   atomically (temp file, then rename). `magdi db restore FILE` loads it into an empty database
   (`--wipe` replaces what is there); a truncated or foreign file is refused before anything is
-  written. `tests/reliability/test_ops.py` proves it lossless: backup, wipe, restore, and the dump
+  written. `tests/reliability/test_reliability_ops.py` proves it lossless: backup, wipe, restore, and the dump
   of every node and relationship with its properties is identical. Stop the workers first: the
   backup is read in one read transaction, but a job that keeps writing makes it a moving target.
   It works on the managed server and on a configured one (`MAGDI_NEO4J_URI`).
@@ -96,10 +96,6 @@ the error).
 
 ## Gaps
 
-- The API's 422 for a panel with an inline `api_key` echoes the refused panel, key included, in
-  the body's `input` field (FastAPI's default). The key is not stored or logged, but it is sent
-  back to the client. `test_a_refused_inline_key_is_not_echoed` is a strict xfail until
-  `services/api` drops `input` from validation errors.
 - Outages longer than `MAGDI_NEO4J_QUERY_TIMEOUT_S` fail the job (resumable) instead of waiting;
   only restarts shorter than that are tested.
 - The matrix runs on loopback with the simulated panel; real provider quirks (e.g. streaming,

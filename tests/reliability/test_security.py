@@ -1,7 +1,7 @@
 """Security checks not already in tests/api: secrets end-to-end, Community's missing RBAC, echoed inputs.
 
 `tests/api/test_auth.py` covers the token rules on every endpoint (missing, wrong, Basic, query
-string, open reads, no token configured, weak tokens, tokens in logs), `test_ops.py` and
+string, open reads, no token configured, weak tokens, tokens in logs), `test_reliability_ops.py` and
 `test_imports.py` the JSON and import size limits (chunked bodies included) and `test_cypher.py`
 the read-only Cypher guards (50 escape attempts). Added here:
 
