@@ -10,6 +10,7 @@ trainer; they are what the API returns and what our lossless `jsonl` format hold
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -49,6 +50,11 @@ class JobStatus(StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+def repeated(names: Iterable[str]) -> list[str]:
+    """Names that occur more than once, sorted: the one check behind every "duplicate agent" error."""
+    return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
 def utcnow() -> datetime:
@@ -166,8 +172,7 @@ class Debate(_Model):
     @field_validator("panel")
     @classmethod
     def _unique_agents(cls, panel: list[Agent]) -> list[Agent]:
-        names = [a.name for a in panel]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(a.name for a in panel)
         if dupes:
             raise ValueError(f"duplicate agent names in panel: {', '.join(dupes)}")
         if not panel:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from magdi.datasets import FORMATS
-from magdi.mag import Agent, DebateStatus, JobStatus, ParseStatus, TaskType
+from magdi.mag import Agent, DebateStatus, JobStatus, ParseStatus, TaskType, repeated
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 # Keys that would put a secret into the job spec (and so into the graph); the env var NAME is fine.
@@ -58,8 +58,7 @@ class PanelIn(BaseModel):
     @field_validator("agents")
     @classmethod
     def _unique(cls, agents: list[PanelAgentIn]) -> list[PanelAgentIn]:
-        names = [a.name for a in agents]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(a.name for a in agents)
         if dupes:
             raise ValueError(f"duplicate agent names: {', '.join(dupes)}")
         return agents

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from magdi.mag import Agent
+from magdi.mag import Agent, repeated
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +150,7 @@ class PanelConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> PanelConfig:
-        names = [a.name for a in self.agents]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated(a.name for a in self.agents)
         if dupes:
             raise ValueError(f"duplicate agent names: {', '.join(dupes)}")
         by_endpoint: dict[tuple[str, str, str | None], AgentConfig] = {}
