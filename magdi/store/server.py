@@ -251,10 +251,10 @@ class ManagedNeo4j:
                     "so its password is unknown; start it with auth=False or delete the directory"
                 )
             return str(password)
-        password = password or secrets.token_urlsafe(24)
+        password = password or secrets.token_hex(24)  # [0-9a-f]: no leading "-" for the CLI, no URI escaping
         env = {**os.environ, "NEO4J_HOME": str(self.home), "NEO4J_CONF": str(self.home / "conf")}
         res = subprocess.run([java, "-XX:TieredStopAtLevel=1", "-cp", f"{lib}{os.sep}*", _ADMIN_TOOL,
-                              "dbms", "set-initial-password", password],
+                              "dbms", "set-initial-password", "--", password],  # "--": a stored password may start with "-"
                              env=env, capture_output=True, text=True, timeout=120)
         if res.returncode != 0:
             raise Neo4jStartError(f"setting the initial Neo4j password failed:\n{res.stdout}{res.stderr}")

@@ -96,6 +96,17 @@ def test_start_with_auth_writes_private_credentials_and_stops(tmp_path: Path, se
     assert server.stop() is False
 
 
+def test_a_stored_password_starting_with_a_dash_is_not_read_as_an_option(tmp_path: Path, servers) -> None:
+    """Regression: a random urlsafe password once began with "-" and neo4j-admin took it for a flag."""
+    home = tmp_path / "neo4j"
+    home.mkdir()
+    (home / "credentials.json").write_text(json.dumps({"password": "-looks-like-an-option-0123456789"}))
+    info = servers(home, auth=True).start()
+    assert info.password == "-looks-like-an-option-0123456789"
+    with neo4j.GraphDatabase.driver(info.uri, auth=(info.user, info.password)) as driver:
+        assert driver.execute_query("RETURN 1 AS one").records[0]["one"] == 1
+
+
 def test_start_without_auth(tmp_path: Path, servers) -> None:
     server = servers(tmp_path / "neo4j", auth=False)
     info = server.start()
