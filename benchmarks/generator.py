@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,19 +32,19 @@ from pathlib import Path
 
 import openai
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from magdi.answers import AnswerParseError
+from magdi.datasets import load_questions
+from magdi.mag import Agent, Debate, ParseStatus, Question, Response
+from services.generator.client import Endpoints
+from services.generator.engine import Engine
+from services.generator.panel import PanelConfig, parse_panel, resolve_keys
+from services.generator.protocols import ProtocolConfig, build_protocol, parse_turn
+from services.generator.sinks import DebateSink, GraphSink, MemorySink
+from services.generator.teachers.config import PanelSimConfig
+from services.generator.teachers.runner import TeacherPanelServer
 
-from magdi.answers import AnswerParseError  # noqa: E402
-from magdi.datasets import load_questions  # noqa: E402
-from magdi.mag import Agent, Debate, ParseStatus, Question, Response  # noqa: E402
-from services.generator.client import Endpoints  # noqa: E402
-from services.generator.engine import Engine  # noqa: E402
-from services.generator.panel import PanelConfig, parse_panel, resolve_keys  # noqa: E402
-from services.generator.protocols import ProtocolConfig, build_protocol, parse_turn  # noqa: E402
-from services.generator.sinks import DebateSink, GraphSink, MemorySink  # noqa: E402
-from services.generator.teachers.config import PanelSimConfig  # noqa: E402
-from services.generator.teachers.runner import TeacherPanelServer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 DATA = REPO.parent / "shared" / "data" / "gsm8k"
 MODELS = ("175b_verification", "175b_finetuning", "6b_verification")

@@ -1,4 +1,4 @@
-"""Helpers for the generator tests (imported by name: pytest puts this folder on sys.path).
+"""Helpers for the generator tests (imported by name: pyproject's pytest `pythonpath` lists this folder).
 
 Every process started here is stopped by its pid (SIGTERM, then SIGKILL), also on failure.
 """

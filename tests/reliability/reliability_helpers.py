@@ -1,4 +1,4 @@
-"""Helpers for the reliability tests (imported by name: pytest puts this folder on sys.path).
+"""Helpers for the reliability tests (imported by name: pyproject's pytest `pythonpath` lists this folder).
 
 `final_state` is the one checker every fault row ends with: it reads the FINAL state of Neo4j
 and the simulated panel's per-prompt counters and returns what was lost and what was duplicated.
@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from magdi.mag import DebateStatus, ParseStatus
+from magdi.store.graph_store import DebateFilter, GraphStore
+from magdi.store.jobs import JobStore
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 GENERATOR_TESTS = REPO / "tests" / "generator"
-if str(GENERATOR_TESTS) not in sys.path:  # reuse the generator tests' helpers (panel, subprocesses)
-    sys.path.insert(0, str(GENERATOR_TESTS))
-
-from magdi.mag import DebateStatus, ParseStatus  # noqa: E402
-from magdi.store.graph_store import DebateFilter, GraphStore  # noqa: E402
-from magdi.store.jobs import JobStore  # noqa: E402
 
 RESULTS_FILE = "reliability-results.json"
 

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
@@ -19,22 +19,19 @@ from services.generator.teachers.config import PanelSimConfig
 
 logger = logging.getLogger(__name__)
 
-_FLOAT_KNOBS = (
-    "latency_s",
-    "latency_jitter_s",
-    "error_rate",
-    "timeout_rate",
-    "hang_s",
-    "malformed_rate",
-    "empty_rate",
-    "truncated_body_rate",
-    "wrong_usage_rate",
-    "reset_rate",
-    "switch_k",
-    "switch_bias",
-    "confidence_jitter",
-)
-_INT_KNOBS = ("seed", "rpm_limit", "tpm_limit")
+
+
+def numeric_knobs() -> dict[str, type]:
+    """Every int/float setting of PanelSimConfig, each of which becomes a `--flag` of the same name.
+
+    Read from the model so that a knob added there is on the command line too, with its description.
+    """
+    knobs: dict[str, type] = {}
+    for name, field in PanelSimConfig.model_fields.items():
+        kinds = set(get_args(field.annotation) or (field.annotation,)) - {type(None)}
+        if kinds in ({int}, {float}):
+            knobs[name] = kinds.pop()
+    return knobs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8901)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--access-log", action="store_true", help="log every request")
-    for name in _INT_KNOBS:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int)
-    for name in _FLOAT_KNOBS:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float)
+    for name, kind in numeric_knobs().items():
+        help_text = PanelSimConfig.model_fields[name].description
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text)
     parser.add_argument(
         "--no-retry-after-header", dest="retry_after_header", action="store_false", default=None
     )
@@ -83,8 +79,7 @@ def build_config(args: argparse.Namespace) -> PanelSimConfig:
         "retry_after_header",
         "models",
         "down_models",
-        *_INT_KNOBS,
-        *_FLOAT_KNOBS,
+        *numeric_knobs(),
     ):
         value = getattr(args, name)
         if value is not None:
