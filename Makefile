@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Compiled bytecode makes every subprocess (CLI, servers) start seconds faster.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-all install browser lint audit reliability clean
+.PHONY: demo test test-slow test-all install browser lint audit reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: install
 
 test: install browser
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The long variants (more kills, more workers, DDP); .ci/run adds them when time allows.
+test-slow: install browser
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 test-all: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
