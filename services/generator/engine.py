@@ -170,14 +170,15 @@ class Engine:
     async def _turn(self, live: _Live, req: TurnRequest) -> None:
         response = await self.call(live.debate.question, req)
         edges = req.edges() if response.parse_status is not ParseStatus.ABSENT else []
-        async with live.lock:  # one write at a time per debate; each write is a superset of the last
+        async with live.lock:  # snapshots of one debate are made and queued in order: each a superset
             data = live.debate.model_dump()
             data["responses"].append(response.model_dump())
             data["edges"].extend(e.model_dump() for e in edges)
             updated = Debate.model_validate(data)  # re-runs the MAG consistency checks
             self.gate()
-            await self.writer.save(updated)
+            committed = self.writer.submit(updated)
             live.debate = updated
+        await committed  # durable before the turn counts as done; a failed write fails the debate
 
     async def _finish(self, live: _Live) -> Debate:
         debate = live.debate
@@ -190,8 +191,9 @@ class Engine:
         })
         async with live.lock:
             self.gate()
-            await self.writer.save(final)
+            committed = self.writer.submit(final)
             live.debate = final
+        await committed
         return final
 
     # -- one turn ----------------------------------------------------------------------------

@@ -111,6 +111,16 @@ class GroupWriter:
 
     async def save(self, debate: Debate) -> None:
         """Return once `debate` (or a later snapshot of it) is committed; raise if the write failed."""
+        await self.submit(debate)
+
+    def submit(self, debate: Debate) -> asyncio.Future[None]:
+        """Queue `debate` now (synchronously, so snapshots queue in the order they were made) and
+        return the future that resolves once it, or a later snapshot of it, is committed.
+
+        Callers that hold a per-debate lock submit under it and await outside it, so the next turn
+        of the same debate can be added while this one is being written: the two then share a
+        transaction instead of each waiting for its own.
+        """
         if self._wake is None:
             self._wake = asyncio.Event()
         if self._task is None or self._task.done():
@@ -119,7 +129,7 @@ class GroupWriter:
         _, waiters = self._pending.pop(debate.id, (debate, []))
         self._pending[debate.id] = (debate, [*waiters, future])  # the latest snapshot is a superset
         self._wake.set()
-        await future
+        return future
 
     async def _run(self) -> None:
         assert self._wake is not None
