@@ -128,19 +128,21 @@ class Stats:
     agents: list[dict[str, Any]] = field(default_factory=list)
 
 
-def encode_cursor(last_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": last_id}).encode()).decode()
+def encode_cursor(*key: str) -> str:
+    """An opaque page token holding the sort key of the last row served (keyset pagination)."""
+    return base64.urlsafe_b64encode(json.dumps({"after": key[0] if len(key) == 1 else list(key)}).encode()).decode()
 
 
-def decode_cursor(cursor: str) -> str:
-    """Raises ValueError on anything that is not a cursor we issued."""
+def decode_cursor(cursor: str, parts: int = 1) -> tuple[str, ...]:
+    """The `parts`-string sort key in `cursor`; ValueError on anything that is not a cursor we issued."""
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
     except Exception as exc:  # binascii, json, key and type errors all mean "not ours"
         raise ValueError(f"invalid cursor {cursor[:40]!r}") from exc
-    if not isinstance(value, str):
+    key = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, list) else ()
+    if len(key) != parts or not all(isinstance(k, str) for k in key):
         raise ValueError(f"invalid cursor {cursor[:40]!r}")
-    return value
+    return key
 
 
 class GraphStore:
@@ -281,7 +283,7 @@ class GraphStore:
 
     def list_debates(self, flt: DebateFilter | None = None, *, limit: int = 50, cursor: str | None = None) -> Page:
         """Debate summaries (node properties, no responses), keyset-paginated by id."""
-        after = decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor)[0] if cursor else None
         rows = self._page(flt or DebateFilter(), after, limit + 1, "RETURN d {.*} AS d")
         items = [r["d"] for r in rows[:limit]]
         for item in items:

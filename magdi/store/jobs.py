@@ -17,7 +17,7 @@ from typing import Any
 import neo4j
 
 from magdi.mag import Job, JobSpec, JobStatus
-from magdi.store.graph_store import GraphStore
+from magdi.store.graph_store import GraphStore, decode_cursor, encode_cursor
 
 
 class JobConflict(ValueError):
@@ -92,18 +92,41 @@ class JobStore:
         rec = self.store._run(lambda t: t.run("MATCH (j:Job {id: $id}) RETURN j {.*} AS j", id=job_id).single())
         return _job_from(rec["j"]) if rec else None
 
-    def list(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
+    def list(self, status: JobStatus | None = None, limit: int | None = None) -> list[Job]:
+        """Jobs, oldest first (all of them unless `limit`)."""
+        jobs: list[Job] = []
+        cursor = None
+        while limit is None or len(jobs) < limit:
+            page, cursor = self.page(status, limit=min(500, limit - len(jobs)) if limit else 500, cursor=cursor)
+            jobs.extend(page)
+            if cursor is None:
+                break
+        return jobs
+
+    def page(self, status: JobStatus | None = None, *, limit: int = 100,
+             cursor: str | None = None) -> tuple[list[Job], str | None]:
+        """One page of jobs, oldest first, keyset-paginated on (created_at, id); returns (jobs, next cursor).
+
+        The cursor carries created_at as Neo4j's own string (nanoseconds), not Python's datetime
+        (microseconds), so jobs created in the same microsecond are neither skipped nor repeated.
+        """
+        ts, after = decode_cursor(cursor, parts=2) if cursor else (None, None)
         rows = self.store._run(
             lambda t: [
-                r["j"]
+                (r["j"], r["ts"])
                 for r in t.run(
-                    "MATCH (j:Job) WHERE $status IS NULL OR j.status = $status "
-                    "RETURN j {.*} AS j ORDER BY j.created_at LIMIT $limit",
-                    status=status.value if status else None, limit=limit,
+                    "MATCH (j:Job) WHERE ($status IS NULL OR j.status = $status) "
+                    "AND ($ts IS NULL OR j.created_at > datetime($ts) "
+                    "     OR (j.created_at = datetime($ts) AND j.id > $after)) "
+                    "RETURN j {.*} AS j, toString(j.created_at) AS ts ORDER BY j.created_at, j.id LIMIT $limit",
+                    status=status.value if status else None, ts=ts, after=after, limit=limit + 1,
                 )
             ]
         )
-        return [_job_from(r) for r in rows]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1][1], rows[-1][0]["id"]) if more and rows else None
+        return [_job_from(j) for j, _ in rows], next_cursor
 
     def claim(self, worker: str, lease_s: float, job_id: str | None = None, *,
               take_over_from: str | None = None, any_status: bool = False) -> Job | None:

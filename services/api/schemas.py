@@ -157,6 +157,7 @@ class JobPublic(BaseModel):
 
 class JobsPublic(BaseModel):
     items: list[JobPublic]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
 
 
 class DebateSummary(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from api_helpers import AUTH
 
 from magdi.mag import JobStatus
+from magdi.store.graph_store import encode_cursor
 from magdi.store.jobs import JobStore
 
 
@@ -37,6 +38,29 @@ def test_create_get_and_list_jobs(client, store, panel):
     assert [j["id"] for j in queued] == ["job-slice1"]
     assert client.get("/v1/jobs", params={"status": "bogus"}, headers=AUTH).status_code == 422
     assert client.get("/v1/jobs/job-nope", headers=AUTH).status_code == 404
+
+
+def test_job_list_pages_with_a_cursor(client, store, panel):
+    for i in range(7):
+        assert client.post("/v1/jobs", json=job_body(panel, name=f"page{i}"), headers=AUTH).status_code == 202
+    store._run(lambda t: t.run("MATCH (j:Job) WHERE j.id IN ['job-page2', 'job-page3', 'job-page4'] "
+                               "SET j.created_at = datetime('2030-01-01T00:00:00.123456789Z')"), write=True)
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/jobs", params=params, headers=AUTH).json()
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    # oldest first; the three with one timestamp (to the nanosecond) come last, in id order, once each
+    assert seen == ["job-page0", "job-page1", "job-page5", "job-page6", "job-page2", "job-page3", "job-page4"]
+    assert [j.id for j in JobStore(store).list()] == seen
+    assert [j.id for j in JobStore(store).list(limit=3)] == seen[:3]
+    r = client.get("/v1/jobs", params={"cursor": "bogus"}, headers=AUTH)
+    assert r.status_code == 422 and "cursor" in r.text
+    one_part = encode_cursor("job-page1")  # a debate-list cursor: job cursors have two parts
+    assert client.get("/v1/jobs", params={"cursor": one_part}, headers=AUTH).status_code == 422
 
 
 def test_same_name_other_config_is_a_conflict_and_same_config_is_a_no_op(client, store, panel):

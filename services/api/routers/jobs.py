@@ -37,9 +37,14 @@ def create_job(body: JobCreate, jobs: JobsDep, settings: SettingsDep, response: 
 
 
 @router.get("", dependencies=[ReadAccess])
-def list_jobs(jobs: JobsDep, limit: PageLimit, status: JobStatus | None = None) -> JobsPublic:
-    """Jobs, oldest first, optionally of one status."""
-    return JobsPublic(items=[job_public(j) for j in jobs.list(status, limit=limit)])
+def list_jobs(jobs: JobsDep, limit: PageLimit, status: JobStatus | None = None,
+              cursor: str | None = None) -> JobsPublic:
+    """Jobs, oldest first, optionally of one status, keyset-paginated (`next_cursor`)."""
+    try:
+        page, next_cursor = jobs.page(status, limit=limit, cursor=cursor)
+    except ValueError as exc:
+        raise field_error("query", "cursor", str(exc)) from None
+    return JobsPublic(items=[job_public(j) for j in page], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", dependencies=[ReadAccess], responses={404: {"model": ErrorOut}})
