@@ -67,11 +67,13 @@ the error).
   migrations (version 0) is upgraded in place; applying twice changes nothing (both tested). A
   restore applies the current migrations first, so an older backup lands on the current schema; a
   backup from a NEWER schema is refused.
-- **Neo4j outages**: the generator survives a restart because the driver's managed transactions
-  retry `ServiceUnavailable`/`SessionExpired` for `MAGDI_NEO4J_QUERY_TIMEOUT_S` (30 s) and the
-  lease keeper retries renewals until its lease would lapse (`MAGDI_GENERATOR_LEASE_S`, 60 s). A
-  longer outage makes the debates in flight crash (stored turns are kept); the job ends `failed`
-  with "run the job again (--resume)", and a resume continues from the stored turns.
+- **Neo4j outages**: the driver's managed transactions retry `ServiceUnavailable`/`SessionExpired`
+  for `MAGDI_QUERY_TIMEOUT_S` (30 s); past that the generator holds the finished turns and retries
+  them for `MAGDI_GENERATOR_STORE_OUTAGE_S` (600 s), and once the lease (`MAGDI_GENERATOR_LEASE_S`,
+  60 s) has run out it writes again only after a renewal confirms it still owns the job. Both a
+  restart within the driver's window and one far longer than the query timeout and the lease are
+  in the matrix. An outage longer than `STORE_OUTAGE_S` makes the debates in flight crash (stored
+  turns are kept); the job ends `failed` with "run the job again (--resume)".
 
 ## Security
 
@@ -97,8 +99,10 @@ the error).
 
 ## Gaps
 
-- Outages longer than `MAGDI_NEO4J_QUERY_TIMEOUT_S` fail the job (resumable) instead of waiting;
-  only restarts shorter than that are tested.
+- Outages longer than `MAGDI_GENERATOR_STORE_OUTAGE_S` (600 s) fail the job (resumable); the
+  longest tested outage is about 15 s (against a 2 s query timeout and a 4 s lease).
+- Reading a partial debate back at the start of a resumed debate is not held during an outage
+  (that debate crashes and is resumable).
 - The matrix runs on loopback with the simulated panel; real provider quirks (e.g. streaming,
   provider-specific error bodies) are not covered.
 """

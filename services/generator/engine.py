@@ -71,12 +71,13 @@ class Engine:
 
     def __init__(self, panel: PanelConfig, protocol: Protocol, endpoints: Endpoints, sink: DebateSink, *,
                  job_id: str | None, config_hash: str | None = None, concurrency: int = 16,
-                 gate: WriteGate | None = None, progress: Progress | None = None) -> None:
+                 gate: WriteGate | None = None, progress: Progress | None = None,
+                 writer: GroupWriter | None = None) -> None:
         self.panel = panel
         self.protocol = protocol
         self.endpoints = endpoints
         self.sink = sink
-        self.writer = GroupWriter(sink)
+        self.writer = writer or GroupWriter(sink)
         self._stored: set[str] | None = None  # debate ids of this job already in the store (None: unknown)
         self._complete: set[str] = set()
         self.job_id = job_id

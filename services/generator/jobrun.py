@@ -30,7 +30,7 @@ from services.generator.engine import Engine, Progress, Stopped
 from services.generator.jobspec import Prepared
 from services.generator.protocols import build_protocol
 from services.generator.settings import GeneratorSettings
-from services.generator.sinks import GraphSink
+from services.generator.sinks import GraphSink, GroupWriter
 
 logger = logging.getLogger(__name__)
 
@@ -64,21 +64,37 @@ def owner_is_dead(owner: str | None, me: str) -> bool:
 
 
 class LeaseKeeper:
-    """Renews the job lease in the background; `check()` is the engine's write gate."""
+    """Renews the job lease in the background; `check()` and `wait_valid()` gate the engine's writes.
+
+    Writes happen only while the lease is known to be valid. When renewals fail because Neo4j is
+    unreachable, the lease's state is unknown, not lost: nobody can claim the job while the database
+    is down, so writes are held (`wait_valid`) and renewal is retried for up to `store_outage_s`. The
+    first renewal that gets through decides: still ours (the renew query matches this worker as
+    owner) and writing resumes, or taken/cancelled and the run stops without another write.
+    """
 
     def __init__(self, jobs: JobStore, job_id: str, worker: str, settings: GeneratorSettings,
                  on_lost: Callable[[], None], claimed_at: float) -> None:
         self.jobs, self.job_id, self.worker = jobs, job_id, worker
         self.lease_s, self.margin_s = settings.lease_s, settings.lease_margin_s
         self.every_s = settings.renew_every_s or settings.lease_s / 3
+        self.outage_s = settings.store_outage_s
         self.valid_until = claimed_at + self.lease_s - self.margin_s  # measured from when the claim was sent
         self.lost = False
         self._on_lost = on_lost
 
     def check(self) -> None:
-        if self.lost or time.monotonic() > self.valid_until:
-            self._lose("lease not renewed in time")
+        """Raise once the lease is known to be lost (an expired but unconfirmed lease holds in `wait_valid`)."""
+        if self.lost:
             raise LeaseLost(f"lease on {self.job_id} lost")
+
+    async def wait_valid(self) -> None:
+        """Return while the lease is valid; wait while it is being re-validated; raise once it is lost."""
+        while True:
+            self.check()
+            if time.monotonic() <= self.valid_until:
+                return
+            await asyncio.sleep(0.2)
 
     def _lose(self, why: str) -> None:
         if not self.lost:
@@ -88,22 +104,30 @@ class LeaseKeeper:
 
     async def run(self) -> None:
         first = True
+        failing_since: float | None = None
         while not self.lost:
             if not first:  # renew at once: setting up the run may have used part of the lease
-                await asyncio.sleep(self.every_s)
+                await asyncio.sleep(self.every_s if failing_since is None else min(self.every_s, 2.0))
             first = False
             sent = time.monotonic()
             try:
                 ok = await asyncio.to_thread(self.jobs.renew, self.job_id, self.worker, self.lease_s)
-            except Exception as exc:  # noqa: BLE001 - Neo4j hiccup: retry until the lease runs out
-                logger.warning("job %s: lease renewal failed (%s); retrying", self.job_id, exc)
-                if time.monotonic() > self.valid_until:
-                    self._lose("lease could not be renewed")
+            except Exception as exc:  # noqa: BLE001 - Neo4j down or restarting: the lease is unknown, not lost
+                failing_since = failing_since or sent
+                expired = time.monotonic() > self.valid_until
+                logger.warning("job %s: lease renewal failed (%s)%s", self.job_id, exc,
+                               "; writes are held until it succeeds" if expired else "; retrying")
+                if expired and time.monotonic() - failing_since > self.outage_s:
+                    self._lose(f"lease could not be renewed for {self.outage_s:.0f} s")
                 continue
             if not ok:
                 self._lose("the job was cancelled or taken by another worker")
-            else:
-                self.valid_until = sent + self.lease_s - self.margin_s
+                continue
+            if failing_since is not None:
+                logger.warning("job %s: lease renewed after %.1f s of failed renewals; writing resumes",
+                               self.job_id, time.monotonic() - failing_since)
+                failing_since = None
+            self.valid_until = sent + self.lease_s - self.margin_s
 
 
 @dataclass
@@ -125,8 +149,11 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
     protocol = build_protocol(prepared.protocol, {a.name: a.demos_key for a in panel.agents})
     lost = asyncio.Event()
     keeper = LeaseKeeper(jobs, spec.id, worker, settings, on_lost=lost.set, claimed_at=claimed_at)
-    engine = Engine(panel, protocol, endpoints, GraphSink(store), job_id=spec.id, config_hash=spec.config_hash,
-                    concurrency=concurrency or settings.concurrency, gate=keeper.check, progress=progress)
+    sink = GraphSink(store)
+    writer = GroupWriter(sink, outage_s=settings.store_outage_s, gate=keeper.wait_valid)
+    engine = Engine(panel, protocol, endpoints, sink, job_id=spec.id, config_hash=spec.config_hash,
+                    concurrency=concurrency or settings.concurrency, gate=keeper.check, progress=progress,
+                    writer=writer)
     await asyncio.to_thread(jobs.update, spec.id, total=len(prepared.questions))
     run_task = asyncio.create_task(engine.run(prepared.questions))
     helpers = [asyncio.create_task(keeper.run()),

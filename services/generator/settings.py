@@ -22,6 +22,8 @@ class GeneratorSettings(BaseSettings):
     lease_s: float = Field(60.0, gt=0, description="job lease; a dead worker's job is free after this")
     renew_every_s: float | None = Field(None, gt=0, description="default lease_s / 3")
     lease_margin_s: float = Field(5.0, ge=0, description="stop writing this long before the lease could expire")
+    store_outage_s: float = Field(600.0, ge=0, description="how long to hold writes while Neo4j is unreachable "
+                                  "(the lease is re-validated when it is back) before the debates in flight fail")
     poll_s: float = Field(2.0, gt=0, description="queue polling interval when idle")
     drain_timeout_s: float = Field(60.0, ge=0, description="on SIGTERM: time to finish in-flight turns")
     preflight_timeout_s: float = Field(5.0, gt=0, description="GET /models timeout per endpoint")

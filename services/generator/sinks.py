@@ -13,8 +13,11 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
+
+from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
 
 from magdi.mag import Debate, DebateStatus, Response
 from magdi.store.graph_store import DebateFilter, GraphStore
@@ -97,12 +100,32 @@ class MemorySink:
         return {d.id for d in mine}, {d.id for d in mine if d.status is DebateStatus.COMPLETE}
 
 
-class GroupWriter:
-    """Coalesces concurrent `save` calls into one `save_many` transaction (group commit)."""
+def is_store_outage(exc: BaseException) -> bool:
+    """Neo4j unreachable, restarting or unsure whether a commit landed: the write may be retried as is.
 
-    def __init__(self, sink: DebateSink, max_batch: int = 256) -> None:
+    Retrying is safe because every write is a MERGE on derived ids (a repeat is a no-op).
+    """
+    if isinstance(exc, ServiceUnavailable | SessionExpired | OSError):  # IncompleteCommit is a ServiceUnavailable
+        return True
+    return isinstance(exc, Neo4jError) and exc.is_retryable()
+
+
+class GroupWriter:
+    """Coalesces concurrent `save` calls into one `save_many` transaction (group commit).
+
+    While the store is unreachable (`is_store_outage`) a batch is held and retried for up to
+    `outage_s`, so a Neo4j restart longer than the driver's own retry window stalls the debates
+    instead of failing them. `gate`, awaited before every attempt, lets the job's lease keeper hold
+    writes until the lease is re-validated after the outage (or raise if it was lost meanwhile).
+    """
+
+    def __init__(self, sink: DebateSink, max_batch: int = 256, *, outage_s: float = 0.0,
+                 gate: Callable[[], Awaitable[None]] | None = None) -> None:
         self.sink = sink
         self.max_batch = max_batch
+        self.outage_s = outage_s
+        self.gate = gate
+        self.outages = 0
         self._pending: dict[str, tuple[Debate, list[asyncio.Future[None]]]] = {}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -140,7 +163,7 @@ class GroupWriter:
                 keys = list(self._pending)[: self.max_batch]
                 batch = [self._pending.pop(k) for k in keys]
                 try:
-                    await asyncio.to_thread(self.sink.save_many, [d for d, _ in batch])
+                    await self._commit([d for d, _ in batch])
                 except BaseException as exc:  # noqa: BLE001 - handed to every waiter of this batch
                     for _, waiters in batch:
                         for w in waiters:
@@ -156,6 +179,31 @@ class GroupWriter:
                     for w in waiters:
                         if not w.done():
                             w.set_result(None)
+
+    async def _commit(self, debates: list[Debate]) -> None:
+        down_since: float | None = None
+        delay = 0.5
+        while True:
+            if self.gate is not None:
+                await self.gate()
+            try:
+                await asyncio.to_thread(self.sink.save_many, debates)
+            except Exception as exc:
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = now
+                    self.outages += 1
+                if not is_store_outage(exc) or now - down_since >= self.outage_s:
+                    raise
+                logger.warning("store unavailable (%s: %s); holding %d debate(s), retrying for up to %.0f s more",
+                               type(exc).__name__, exc, len(debates), self.outage_s - (now - down_since))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if down_since is not None:
+                logger.warning("store is back after %.1f s; %d held debate(s) written",
+                               time.monotonic() - down_since, len(debates))
+            return
 
     async def aclose(self) -> None:
         if self._task is not None:

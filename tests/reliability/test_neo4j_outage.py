@@ -4,10 +4,15 @@ A DEDICATED managed Neo4j (in tmp_path, not the session's) is stopped with SIGTE
 generator writes, kept down for a few seconds, and started again on the same home and bolt port.
 The generator must wait, reconnect and finish the job: one MAG per question, nothing lost,
 nothing written twice, and no answered call requested again.
+
+Two lengths of outage: one the Neo4j driver's own retries cover (30 s query timeout, 60 s lease),
+and one far longer than both (a 2 s query timeout and a 4 s lease), which only the generator's
+store-outage hold and lease re-validation (`MAGDI_GENERATOR_STORE_OUTAGE_S`) can survive.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -33,7 +38,17 @@ def own_neo4j(tmp_path: Path):  # noqa: ANN201
         server.stop()
 
 
-def test_neo4j_restart_mid_job(own_neo4j, start_panel, gsm8k: dict[str, Path], tmp_path: Path, record) -> None:  # noqa: ANN001
+OUTAGES = {
+    "within the driver's retry window": {},
+    "longer than the lease and the query timeout": {
+        "MAGDI_QUERY_TIMEOUT_S": "2", "MAGDI_GENERATOR_LEASE_S": "4", "MAGDI_GENERATOR_LEASE_MARGIN_S": "1",
+    },
+}
+
+
+@pytest.mark.parametrize("outage", list(OUTAGES))
+def test_neo4j_restart_mid_job(outage: str, own_neo4j, start_panel, gsm8k: dict[str, Path], tmp_path: Path,
+                               record) -> None:  # noqa: ANN001
     server, info = own_neo4j
     settings = Neo4jSettings(neo4j_uri=info.uri, neo4j_user=info.user, neo4j_password=info.password)
     driver = open_driver(settings)
@@ -45,10 +60,8 @@ def test_neo4j_restart_mid_job(own_neo4j, start_panel, gsm8k: dict[str, Path], t
     cmd = [MAGDI, "generate", "--panel", str(panel_file), "--dataset", "gsm8k", "--data", str(gsm8k["test"]),
            "--limit", str(N), "--offset", "1200", "--job", "outage", "--concurrency", "4", "--max-rounds", "2",
            "--convincing", str(gsm8k["convincing"]), "--no-progress"]
-    import os
-
     env = {**os.environ, "MAGDI_NEO4J_URI": info.uri, "MAGDI_NEO4J_USER": info.user,
-           "MAGDI_NEO4J_PASSWORD": info.password or "", "MAGDI_GENERATOR_COUNTERS_EVERY_S": "1"}
+           "MAGDI_NEO4J_PASSWORD": info.password or "", "MAGDI_GENERATOR_COUNTERS_EVERY_S": "1", **OUTAGES[outage]}
     log = tmp_path / "generate.log"
     try:
         with running(cmd, env, log) as proc:
@@ -69,12 +82,15 @@ def test_neo4j_restart_mid_job(own_neo4j, start_panel, gsm8k: dict[str, Path], t
         lost, dup = lost_and_duplicated(state)
         happened = (f"generate exited {proc.returncode}; Neo4j down {t_up - t_stop:.0f} s (stop + {DOWN_S:.0f} s + "
                     f"start); first write {t_resumed - t_up:.1f} s after it was back; {state['complete']}/{N} MAGs")
-        record(Row(fault="Neo4j stopped and restarted mid-job",
-                   injected=f"SIGTERM the job's Neo4j after {before} turns, restart on the same port {DOWN_S:.0f} s later",
+        record(Row(fault=f"Neo4j stopped and restarted mid-job, {outage}",
+                   injected=f"SIGTERM the job's Neo4j after {before} turns, restart on the same port {DOWN_S:.0f} s later"
+                            + (f" ({', '.join(f'{k}={v}' for k, v in OUTAGES[outage].items())})" if OUTAGES[outage] else ""),
                    happened=happened, nodes_lost=lost, nodes_duplicated=dup, recover_s=round(t_resumed - t_up, 1),
                    details={"state": state, "outage_s": round(t_up - t_stop, 1)}))
         assert proc.returncode == 0, output[-4000:]
         assert_clean(state, N)
+        if OUTAGES[outage]:  # the long outage went through the hold, not through luck
+            assert "writes are held until it succeeds" in output and "writing resumes" in output, output[-4000:]
     finally:
         driver.close()
 
