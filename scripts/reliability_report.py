@@ -56,9 +56,9 @@ the error).
   backup is read in one read transaction, but a job that keeps writing makes it a moving target.
   It works on the managed server and on a configured one (`MAGDI_NEO4J_URI`).
 - **Jobs**: `magdi jobs list` and `magdi jobs status [NAME] [--format json]`: status, progress,
-  done/failed/total, tokens, cost, lease owner and expiry, calls, retries, 429 waits, failed calls
-  and errors. The call counters are added to the `:Job` node by the generator when a run ends
-  (summed over resumed runs).
+  done/failed/total, tokens, cost, lease owner and expiry, calls, retries, 429 waits, failed calls,
+  Neo4j outages with the seconds writes were held, and errors. These counters are added to the
+  `:Job` node by the generator when a run ends (summed over resumed runs).
 - **Schema upgrades**: migrations (`magdi/store/schema.py`) are numbered, every statement is
   `IF NOT EXISTS`, and the version in force is kept on one `:SchemaVersion` node. Every process
   that opens the store applies the ones newer than the stored version at start, so upgrading is:

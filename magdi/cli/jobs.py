@@ -16,7 +16,7 @@ _QUERY = """
 MATCH (j:Job) WHERE $id IS NULL OR j.id = $id
 RETURN j {.id, .name, .status, .total, .done, .failed, .tokens_in, .tokens_out, .cost_usd, .errors,
           .lease_owner, .lease_until, .created_at, .updated_at, .calls, .retries, .rate_limit_waits,
-          .call_failures} AS j
+          .call_failures, .store_outages, .store_held_s} AS j
 ORDER BY j.created_at LIMIT $limit
 """
 
@@ -82,6 +82,8 @@ def status(
             ("calls / retries / 429 waits / failed calls",
              " / ".join("-" if r.get(k) is None else str(r[k])
                         for k in ("calls", "retries", "rate_limit_waits", "call_failures"))),
+            ("Neo4j outages (writes held, s)",
+             "-" if r.get("store_outages") is None else f"{r['store_outages']} ({r.get('store_held_s') or 0:.1f})"),
             ("created / updated", f"{r.get('created_at')} / {r.get('updated_at')}"),
             ("errors", str(len(r.get("errors") or []))),
         ]:

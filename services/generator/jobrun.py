@@ -88,12 +88,14 @@ class LeaseKeeper:
         if self.lost:
             raise LeaseLost(f"lease on {self.job_id} lost")
 
-    async def wait_valid(self) -> None:
-        """Return while the lease is valid; wait while it is being re-validated; raise once it is lost."""
+    async def wait_valid(self) -> bool:
+        """Return while the lease is valid (True if it had to wait for a renewal); raise once it is lost."""
+        waited = False
         while True:
             self.check()
             if time.monotonic() <= self.valid_until:
-                return
+                return waited
+            waited = True
             await asyncio.sleep(0.2)
 
     def _lose(self, why: str) -> None:
@@ -201,7 +203,7 @@ def _conclude(jobs: JobStore, spec: JobSpec, worker: str, engine: Engine, endpoi
               for name, err in endpoints.down().items()] + progress.errors
     if lost:
         return JobResult(None, progress, errors)
-    _add_call_counters(jobs, spec.id, endpoints)
+    _add_call_counters(jobs, spec.id, endpoints, engine.writer)
     job = jobs.refresh_counters(spec.id)
     finished = progress.done + progress.failed + progress.skipped
     if stopped and finished + progress.crashed < progress.total:
@@ -220,18 +222,16 @@ def _conclude(jobs: JobStore, spec: JobSpec, worker: str, engine: Engine, endpoi
     return JobResult(status, progress, errors)
 
 
-def _add_call_counters(jobs: JobStore, job_id: str, endpoints: Endpoints) -> None:
-    """Add this run's endpoint counters to the Job node (summed over runs, for `magdi jobs status`)."""
+def _add_call_counters(jobs: JobStore, job_id: str, endpoints: Endpoints, writer: GroupWriter) -> None:
+    """Add this run's endpoint and store counters to the Job node (summed over runs, for `magdi jobs status`)."""
     totals = {"calls": sum(e.calls for e in endpoints.all()), "retries": sum(e.retries for e in endpoints.all()),
               "rate_limit_waits": sum(e.rate_limit_waits for e in endpoints.all()),
-              "call_failures": sum(e.failures for e in endpoints.all())}
+              "call_failures": sum(e.failures for e in endpoints.all()),
+              "store_outages": writer.outages, "store_held_s": round(writer.held_s, 1)}
     try:
         jobs.store._run(lambda t: t.run(
-            "MATCH (j:Job {id: $id}) SET j.calls = coalesce(j.calls, 0) + $calls, "
-            "j.retries = coalesce(j.retries, 0) + $retries, "
-            "j.rate_limit_waits = coalesce(j.rate_limit_waits, 0) + $rate_limit_waits, "
-            "j.call_failures = coalesce(j.call_failures, 0) + $call_failures", id=job_id, **totals).consume(),
-            write=True)
+            "MATCH (j:Job {id: $id}) SET " + ", ".join(f"j.{k} = coalesce(j.{k}, 0) + ${k}" for k in totals),
+            id=job_id, **totals).consume(), write=True)
     except Exception as exc:  # noqa: BLE001 - counters are informative; finishing the job matters more
         logger.warning("job %s: could not store call counters: %s", job_id, exc)
 

@@ -116,16 +116,18 @@ class GroupWriter:
     While the store is unreachable (`is_store_outage`) a batch is held and retried for up to
     `outage_s`, so a Neo4j restart longer than the driver's own retry window stalls the debates
     instead of failing them. `gate`, awaited before every attempt, lets the job's lease keeper hold
-    writes until the lease is re-validated after the outage (or raise if it was lost meanwhile).
+    writes until the lease is re-validated after the outage (it returns True if it held them, and
+    raises if the lease was lost meanwhile).
     """
 
     def __init__(self, sink: DebateSink, max_batch: int = 256, *, outage_s: float = 0.0,
-                 gate: Callable[[], Awaitable[None]] | None = None) -> None:
+                 gate: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.sink = sink
         self.max_batch = max_batch
         self.outage_s = outage_s
         self.gate = gate
-        self.outages = 0
+        self.outages = 0  # times writes were held: the store unreachable, or the lease being re-validated
+        self.held_s = 0.0  # seconds writes were held for, over all outages
         self._pending: dict[str, tuple[Debate, list[asyncio.Future[None]]]] = {}
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -181,29 +183,40 @@ class GroupWriter:
                             w.set_result(None)
 
     async def _commit(self, debates: list[Debate]) -> None:
-        down_since: float | None = None
+        """Write one batch; hold it (gate closed or store unreachable) for up to `outage_s`."""
+        held_since: float | None = None
         delay = 0.5
         while True:
             if self.gate is not None:
-                await self.gate()
+                started = time.monotonic()
+                if await self.gate() and held_since is None:  # the lease was being re-validated
+                    held_since = started
             try:
                 await asyncio.to_thread(self.sink.save_many, debates)
             except Exception as exc:
                 now = time.monotonic()
-                if down_since is None:
-                    down_since = now
-                    self.outages += 1
-                if not is_store_outage(exc) or now - down_since >= self.outage_s:
-                    raise
-                logger.warning("store unavailable (%s: %s); holding %d debate(s), retrying for up to %.0f s more",
-                               type(exc).__name__, exc, len(debates), self.outage_s - (now - down_since))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            if down_since is not None:
-                logger.warning("store is back after %.1f s; %d held debate(s) written",
-                               time.monotonic() - down_since, len(debates))
+                if is_store_outage(exc):
+                    held_since = now if held_since is None else held_since
+                    if now - held_since < self.outage_s:
+                        logger.warning("store unavailable (%s: %s); holding %d debate(s), retrying for up to "
+                                       "%.0f s more", type(exc).__name__, exc, len(debates),
+                                       self.outage_s - (now - held_since))
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+                        continue
+                if held_since is not None:
+                    self._count_hold(held_since)
+                raise
+            if held_since is not None:
+                self._count_hold(held_since)
+                logger.warning("store is back; %d debate(s) held for %.1f s written",
+                               len(debates), time.monotonic() - held_since)
             return
+
+    def _count_hold(self, since: float) -> None:
+        # one writer task commits one batch at a time, so one held batch is one outage
+        self.outages += 1
+        self.held_s += time.monotonic() - since
 
     async def aclose(self) -> None:
         if self._task is not None:

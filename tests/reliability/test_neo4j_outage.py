@@ -91,6 +91,9 @@ def test_neo4j_restart_mid_job(outage: str, own_neo4j, start_panel, gsm8k: dict[
         assert_clean(state, N)
         if OUTAGES[outage]:  # the long outage went through the hold, not through luck
             assert "writes are held until it succeeds" in output and "writing resumes" in output, output[-4000:]
+            job = driver.execute_query("MATCH (j:Job {id: $id}) RETURN j.store_outages AS n, j.store_held_s AS s",
+                                       id=job_id).records[0]
+            assert job["n"] >= 1 and job["s"] > 0, dict(job)  # what `magdi jobs status` shows
     finally:
         driver.close()
 

@@ -109,8 +109,10 @@ def test_jobs_list_and_status(store: GraphStore, neo4j_env, start_panel, gsm8k: 
     assert data["retries"] >= faults.get("server_error", 0) > 0, (data, faults)
     assert data["rate_limit_waits"] == faults.get("rate_limited", 0) > 0, (data, faults)
     assert data["calls"] >= data["retries"] + data["rate_limit_waits"]
+    assert (data["store_outages"], data["store_held_s"]) == (0, 0)  # Neo4j stayed up
     table = cli("jobs", "status", "shown")
     assert table.exit_code == 0 and "429 waits" in " ".join(table.output.split())
+    assert "Neo4j outages (writes held, s)" in " ".join(table.output.split())
     missing = cli("jobs", "status", "nope")
     assert missing.exit_code == 1 and "no job named 'nope'" in missing.output
 
