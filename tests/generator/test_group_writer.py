@@ -76,14 +76,14 @@ def test_an_outage_longer_than_outage_s_fails_the_waiters() -> None:
     sink = FlakySink(*[ServiceUnavailable("down")] * 10)
 
     async def main() -> GroupWriter:
-        writer = GroupWriter(sink, outage_s=0.6)
+        writer = GroupWriter(sink, outage_s=1.2)
         with pytest.raises(ServiceUnavailable):
             await writer.save(debate("q1"))
         await writer.aclose()
         return writer
 
     writer = asyncio.run(main())
-    assert sink.debates == {} and writer.outages == 1 and sink.attempts == 3  # 0 s, 0.5 s, 1.5 s
+    assert sink.debates == {} and writer.outages == 1 and sink.attempts == 3  # at 0 s, 0.5 s (held < 1.2 s: retry) and 1.5 s (gives up)
 
 
 def test_other_errors_fail_at_once_and_are_not_outages() -> None:
