@@ -44,6 +44,9 @@ def test_import_export_cypher_stats(tmp_path, neo4j_env, store):
     assert rows == [{"agent": "a", "round": 0, "ok": True}, {"agent": "a", "round": 1, "ok": True},
                     {"agent": "b", "round": 0, "ok": False}, {"agent": "b", "round": 1, "ok": True}]
 
+    explained = run("cypher", "EXPLAIN MATCH (r:Response) RETURN count(r) AS n")
+    assert explained.exit_code == 0 and json.loads(explained.output)["plan"]["operatorType"].startswith("Produce")
+
     result = run("stats", "--format", "json")
     stats = json.loads(result.output)
     assert stats["debates"] == 1 and stats["team_accuracy"] == 1.0 and stats["consensus_rate"] == 1.0

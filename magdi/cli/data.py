@@ -114,11 +114,13 @@ def cypher(
     if fmt == "json":
         for row in result.rows:
             typer.echo(json.dumps(dict(zip(result.columns, row, strict=True)), ensure_ascii=False, default=str))
-    else:
+    elif result.columns:
         table = Table(*result.columns)
         for row in result.rows:
             table.add_row(*(json.dumps(v, default=str) if not isinstance(v, str) else v for v in row))
         console.print(table)
+    if result.plan is not None:  # EXPLAIN / PROFILE
+        typer.echo(json.dumps({"plan": result.plan}, ensure_ascii=False, default=str))
     if result.truncated:
         console.print(f"[yellow]truncated at {limit} rows[/]")
 

@@ -15,6 +15,10 @@ Four independent guards, any of which refuses a write or an escape:
 4. the transaction has a server-side timeout, and the result a row cap and a size cap.
 
 Parameters are values, never Cypher: a query string smuggled in a parameter stays a string.
+
+A leading `EXPLAIN` returns the plan without running anything; a leading `PROFILE` runs the query
+(under the same guards: the plan check sees the query without the prefix) and returns its rows
+plus the plan with rows and db hits per operator.
 """
 
 from __future__ import annotations
@@ -81,6 +85,21 @@ class CypherResult:
     rows: list[list[Any]]
     truncated: bool = False
     notifications: list[str] = field(default_factory=list)
+    plan: dict[str, Any] | None = None  # EXPLAIN: the plan; PROFILE: the plan with rows and db hits
+
+
+_MODE = re.compile(r"\A(?:\s|//[^\n]*(?:\n|\Z)|/\*.*?\*/)*(EXPLAIN|PROFILE)\b", re.IGNORECASE | re.DOTALL)
+
+
+def split_mode(query: str) -> tuple[str | None, str]:
+    """("explain" | "profile" | None, the query without that prefix); leading comments are skipped."""
+    m = _MODE.match(query)
+    if m is None:
+        return None, query
+    inner = query[m.end():]
+    if _MODE.match(inner):
+        raise CypherRejected("one EXPLAIN or PROFILE prefix at most")
+    return m.group(1).lower(), inner
 
 
 # -- guard 1: lexical ----------------------------------------------------------------------------
@@ -243,8 +262,9 @@ def _procedure_name(args: dict[str, Any]) -> str:
     return text.split("(")[0].strip().strip("`").lower()
 
 
-def check_plan(session: neo4j.Session, query: str, parameters: dict[str, Any], *, timeout_s: float = 10.0) -> None:
-    """Raise CypherRejected unless EXPLAIN shows a pure read with allowed operators only."""
+def check_plan(session: neo4j.Session, query: str, parameters: dict[str, Any], *,
+               timeout_s: float = 10.0) -> dict[str, Any] | None:
+    """Raise CypherRejected unless EXPLAIN shows a pure read with allowed operators only; returns the plan."""
     try:
         summary = session.run(neo4j.Query(f"EXPLAIN {query}", timeout=timeout_s), parameters).consume()
     except ClientError as exc:
@@ -263,6 +283,7 @@ def check_plan(session: neo4j.Session, query: str, parameters: dict[str, Any], *
             if name not in ALLOWED_PROCEDURES:
                 allowed = ", ".join(sorted(ALLOWED_PROCEDURES))
                 raise CypherRejected(f"procedure {name!r} is not allowed (allowed: {allowed})")
+    return summary.plan
 
 
 def _message(exc: Neo4jError) -> str:
@@ -318,11 +339,14 @@ def run_readonly(
     params = dict(parameters or {})
     check_text(query)
     check_parameters(params)
+    mode, inner = split_mode(query)
     with driver.session(database=database, default_access_mode=neo4j.READ_ACCESS) as session:
-        check_plan(session, query, params, timeout_s=timeout_s)
+        plan = check_plan(session, inner, params, timeout_s=timeout_s)
+        if mode == "explain":
+            return CypherResult(columns=[], rows=[], plan=to_json(plan))
 
         def work(tx: neo4j.ManagedTransaction) -> CypherResult:
-            result = tx.run(query, params)
+            result = tx.run(f"PROFILE {inner}" if mode == "profile" else inner, params)
             columns = list(result.keys())
             rows: list[list[Any]] = []
             size, truncated = 0, False
@@ -334,7 +358,8 @@ def run_readonly(
                     truncated = True
                     break
                 rows.append(row)
-            return CypherResult(columns=columns, rows=rows, truncated=truncated)
+            profile = to_json(result.consume().profile) if mode == "profile" else None
+            return CypherResult(columns=columns, rows=rows, truncated=truncated, plan=profile)
 
         try:
             return session.execute_read(neo4j.unit_of_work(timeout=timeout_s)(work))

@@ -278,6 +278,8 @@ class CypherOut(BaseModel):
     rows: list[list[Any]]
     row_count: int
     truncated: bool = Field(description="the row or size cap was reached; more rows exist")
+    plan: dict[str, Any] | None = Field(None, description="with a leading EXPLAIN: the plan (nothing runs); "
+                                        "with PROFILE: the plan with rows and db hits per operator")
 
 
 class ImportResult(BaseModel):

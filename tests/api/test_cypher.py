@@ -54,6 +54,9 @@ ATTACKS: list[tuple[str, dict]] = [
     ("CYPHER runtime=slotted CREATE (:Pwned)", {}),
     ("EXPLAIN CREATE (:Pwned)", {}),
     ("PROFILE MATCH (d:Debate) SET d.x = 1", {}),
+    ("/* plan it */ EXPLAIN MERGE (:Pwned)", {}),
+    ("PROFILE CALL db.createLabel('Pwned')", {}),
+    ("PROFILE LOAD CSV FROM 'file:///etc/passwd' AS line RETURN line", {}),
     ("USE system SHOW USERS", {}),
     ("USE system CALL dbms.showCurrentUser()", {}),
     ("USE system CALL db.labels()", {}),
@@ -85,6 +88,29 @@ def test_reads_return_columns_and_rows(client, seeded):
         "query": "RETURN 0.0/0.0 AS nan, point({x: 1, y: 2}) AS p, duration('P1D') AS d, $b AS b",
         "parameters": {"b": "x"}}).json()
     assert odd["rows"][0][0] == "NaN" and odd["rows"][0][1]["coordinates"] == [1.0, 2.0] and odd["rows"][0][2] == "P1D"
+
+
+def _operators(plan: dict) -> list[dict]:
+    return [plan, *(op for child in plan.get("children", []) for op in _operators(child))]
+
+
+def test_explain_returns_the_plan_and_profile_adds_rows_and_db_hits(client, seeded):
+    before = dump(seeded.driver)
+    query = "MATCH (d:Debate)-[:HAS_RESPONSE]->(r:Response) RETURN count(r) AS n"
+    explained = client.post("/v1/cypher", headers=AUTH, json={"query": f"EXPLAIN {query}"}).json()
+    assert explained["columns"] == [] and explained["rows"] == [] and explained["row_count"] == 0
+    assert explained["plan"]["operatorType"].startswith("ProduceResults")
+    assert "dbHits" not in explained["plan"]  # planned, not run
+
+    profiled = client.post("/v1/cypher", headers=AUTH, json={"query": f"// why slow?\nprofile {query}"}).json()
+    assert profiled["columns"] == ["n"] and profiled["rows"] == [[18]]
+    ops = _operators(profiled["plan"])
+    assert profiled["plan"]["rows"] == 1 and sum(op["dbHits"] for op in ops) > 0
+    assert client.post("/v1/cypher", headers=AUTH, json={"query": query}).json()["plan"] is None
+
+    twice = client.post("/v1/cypher", headers=AUTH, json={"query": f"EXPLAIN PROFILE {query}"})
+    assert twice.status_code == 400 and "at most" in twice.json()["detail"]
+    assert dump(seeded.driver) == before
 
 
 def test_a_query_string_in_a_parameter_stays_a_string(client, seeded):

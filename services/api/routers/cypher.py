@@ -16,6 +16,7 @@ router = APIRouter(prefix="/v1/cypher", tags=["cypher"],
 def run_cypher(body: CypherIn, store: StoreDep, settings: SettingsDep) -> CypherOut:
     """Run one read-only query. Writes, LOAD CSV, admin commands and most procedures are a 400 saying why.
 
+    A leading EXPLAIN returns the plan only; PROFILE returns the rows and the profiled plan.
     Always needs the token, even with open reads: a query can read every property of the graph.
     """
     try:
@@ -24,4 +25,5 @@ def run_cypher(body: CypherIn, store: StoreDep, settings: SettingsDep) -> Cypher
                               max_bytes=settings.cypher_max_bytes)
     except CypherRejected as exc:
         raise HTTPException(400, detail=str(exc)) from None
-    return CypherOut(columns=result.columns, rows=result.rows, row_count=len(result.rows), truncated=result.truncated)
+    return CypherOut(columns=result.columns, rows=result.rows, row_count=len(result.rows), truncated=result.truncated,
+                     plan=result.plan)
