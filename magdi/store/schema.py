@@ -34,6 +34,10 @@ INDEXES = [
 # (version, description, statements). Append only; never edit a released migration.
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "constraints and indexes", CONSTRAINTS + INDEXES),
+    (2, "quota shares of generator processes", [
+        "CREATE INDEX quota_share_endpoint IF NOT EXISTS FOR (n:QuotaShare) ON (n.endpoint)",
+        "CREATE INDEX quota_share_holder IF NOT EXISTS FOR (n:QuotaShare) ON (n.holder)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

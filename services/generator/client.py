@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 import openai
 
+from magdi.store.quota import endpoint_id
 from services.generator.limits import (
     CircuitBreaker,
     EndpointDown,
@@ -86,6 +87,7 @@ class Endpoint:
     def __init__(self, agent: AgentConfig, client: openai.AsyncOpenAI, rng: random.Random,
                  redactor: RedactSecrets | None = None) -> None:
         self.name = f"{agent.model} at {agent.base_url}"
+        self.quota_id = endpoint_id(*agent.endpoint_key)  # shared with other processes via magdi.store.quota
         self.redactor = redactor or RedactSecrets()  # errors end up in the graph: no key in them
         self.limiter = EndpointLimiter(agent.limits)
         self.breaker = CircuitBreaker(agent.breaker, name=self.name)

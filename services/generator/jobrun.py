@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import Any
 from magdi.mag import JobSpec, JobStatus
 from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
+from magdi.store.quota import QuotaShares
 from services.generator import redact
 from services.generator.client import Endpoints
 from services.generator.engine import Engine, Progress, Stopped
@@ -157,8 +159,10 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
                     concurrency=concurrency or settings.concurrency, gate=keeper.check, progress=progress,
                     writer=writer)
     await asyncio.to_thread(jobs.update, spec.id, total=len(prepared.questions))
+    quota = QuotaSharer(QuotaShares(store), f"{worker}/{spec.id}", endpoints, settings.lease_s)
+    await quota.renew()  # before the first call: start at our share, not at the whole quota
     run_task = asyncio.create_task(engine.run(prepared.questions))
-    helpers = [asyncio.create_task(keeper.run()),
+    helpers = [asyncio.create_task(keeper.run()), asyncio.create_task(quota.run()),
                asyncio.create_task(_refresh_counters(jobs, spec.id, settings.counters_every_s))]
     stop_task = asyncio.create_task(stop.wait())
     lost_task = asyncio.create_task(lost.wait())
@@ -184,7 +188,55 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
             task.cancel()
         await asyncio.gather(*helpers, stop_task, lost_task, return_exceptions=True)
         await endpoints.aclose()
+        await quota.release()
     return await asyncio.to_thread(_conclude, jobs, spec, worker, engine, endpoints, keeper.lost, stop.is_set())
+
+
+class QuotaSharer:
+    """Keeps this run's shares of its endpoints' quotas and sizes the local buckets to them.
+
+    Renewed every lease_s / 3 like the job lease; while Neo4j is unreachable the last sizes stay.
+    """
+
+    def __init__(self, shares: QuotaShares, holder: str, endpoints: Endpoints, lease_s: float) -> None:
+        self.shares, self.holder, self.lease_s = shares, holder, lease_s
+        self.limited = {e.quota_id: e for e in endpoints.all() if e.limiter.limits.rpm or e.limiter.limits.tpm}
+        # A cancelled renewal's thread runs on; the lock and flag keep it from re-creating released shares.
+        self._lock = threading.Lock()
+        self._released = False
+
+    def _renew_now(self) -> dict[str, int]:
+        with self._lock:
+            return {} if self._released else self.shares.renew(self.holder, list(self.limited), self.lease_s)
+
+    def _release_now(self) -> None:
+        with self._lock:
+            self._released = True
+            self.shares.release(self.holder)
+
+    async def renew(self) -> None:
+        if not self.limited:
+            return
+        try:
+            live = await asyncio.to_thread(self._renew_now)
+        except Exception as exc:  # noqa: BLE001 - keep the current sizes; the lease keeper handles outages
+            logger.warning("could not renew quota shares (%s); keeping the current ones", exc)
+            return
+        for quota_id, n in live.items():
+            endpoint = self.limited[quota_id]
+            if n != endpoint.limiter.shares:
+                logger.info("%s: %d process(es) share its quota; this one takes 1/%d", endpoint.name, n, n)
+            endpoint.limiter.share(n)
+
+    async def run(self) -> None:
+        while self.limited:
+            await asyncio.sleep(self.lease_s / 3)
+            await self.renew()
+
+    async def release(self) -> None:
+        if self.limited:
+            with contextlib.suppress(Exception):  # they expire by themselves
+                await asyncio.to_thread(self._release_now)
 
 
 async def _refresh_counters(jobs: JobStore, job_id: str, every_s: float) -> None:

@@ -74,11 +74,26 @@ class EndpointLimiter:
 
     def __init__(self, limits: Limits, clock: Clock = time.monotonic) -> None:
         self._clock = clock
+        self.limits = limits
+        self.shares = 1
         self.requests = TokenBucket.per_minute(limits.rpm, clock) if limits.rpm else None
         self.tokens = TokenBucket.per_minute(limits.tpm, clock) if limits.tpm else None
         self.slots = asyncio.Semaphore(limits.max_in_flight)
         self._paused_until = 0.0
         self._lock = asyncio.Lock()  # FIFO: waiters are admitted in arrival order
+
+    def share(self, n: int) -> None:
+        """Size the buckets at 1/n of the quota: n processes are calling this endpoint (magdi.store.quota)."""
+        n = max(1, n)
+        if n == self.shares:
+            return
+        self.shares = n
+        for name, quota in (("requests", self.limits.rpm), ("tokens", self.limits.tpm)):
+            if quota:
+                bucket = TokenBucket.per_minute(max(1, quota // n), self._clock)
+                old = getattr(self, name)
+                bucket._level = min(bucket.capacity, old._level)  # a debt carries over; a full bucket shrinks
+                setattr(self, name, bucket)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller of this endpoint for `seconds` (a 429 with Retry-After)."""
