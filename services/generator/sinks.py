@@ -101,11 +101,16 @@ class MemorySink:
 
 
 def is_store_outage(exc: BaseException) -> bool:
-    """Neo4j unreachable, restarting or unsure whether a commit landed: the write may be retried as is.
+    """Neo4j unreachable, restarting, too slow to commit in time, or unsure whether a commit landed:
+    the write may be retried as is.
 
-    Retrying is safe because every write is a MERGE on derived ids (a repeat is a no-op).
+    Retrying is safe because every write is a MERGE on derived ids (a repeat is a no-op). A
+    transaction timeout counts: a server just back from a restart (cold caches, recovery) can take
+    longer than `MAGDI_QUERY_TIMEOUT_S` for its first commits.
     """
     if isinstance(exc, ServiceUnavailable | SessionExpired | OSError):  # IncompleteCommit is a ServiceUnavailable
+        return True
+    if isinstance(exc, Neo4jError) and (exc.code or "").startswith("Neo.ClientError.Transaction.TransactionTimedOut"):
         return True
     return isinstance(exc, Neo4jError) and exc.is_retryable()
 

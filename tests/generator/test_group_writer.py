@@ -1,7 +1,8 @@
 """The group writer: concurrent saves share a transaction, and writes are held through a store outage.
 
 The sink here is an in-memory `MemorySink` that fails its first N `save_many` calls with the
-driver's own exception types; the real Neo4j outage is in tests/reliability/test_neo4j_outage.py.
+driver's own exception types; the real Neo4j outage is in tests/reliability/test_neo4j_outage.py,
+and a real transaction timeout is produced below.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from neo4j.exceptions import ClientError, ServiceUnavailable
+from neo4j.exceptions import ClientError, Neo4jError, ServiceUnavailable
 
 from magdi.mag import Agent, Debate, Question, Response
 from services.generator.sinks import GroupWriter, MemorySink, is_store_outage
@@ -42,6 +43,15 @@ def test_what_counts_as_an_outage() -> None:
     assert not is_store_outage(ClientError("syntax")) and not is_store_outage(ValueError("bug"))
 
 
+
+def test_a_real_transaction_timeout_counts_as_an_outage(store) -> None:  # noqa: ANN001
+    """A server just back from a restart can take longer than the query timeout to commit."""
+    slow = "UNWIND range(1, 2000000000) AS x WITH x WHERE x % 7 = 3 RETURN count(*) AS n"
+    with pytest.raises(Neo4jError) as caught:
+        store._run(lambda t: t.run(slow).consume(), timeout=0.5)
+    assert is_store_outage(caught.value), caught.value.code
+
+
 def test_concurrent_saves_share_a_transaction_and_the_latest_snapshot_wins() -> None:
     async def main() -> tuple[MemorySink, GroupWriter]:
         sink = MemorySink()
@@ -58,45 +68,39 @@ def test_concurrent_saves_share_a_transaction_and_the_latest_snapshot_wins() -> 
     assert sorted(len(d.responses) for d in sink.debates.values()) == [1, 2]
 
 
-def test_writes_are_held_through_an_outage_then_committed() -> None:
-    sink = FlakySink(ServiceUnavailable("down"), ServiceUnavailable("still down"))
+def save_one(sink: MemorySink, outage_s: float, raises: type[Exception] | None = None) -> GroupWriter:
+    """Save one debate through a fresh writer (expecting `raises`, if given); returns the writer."""
 
     async def main() -> GroupWriter:
-        writer = GroupWriter(sink, outage_s=30)
-        await writer.save(debate("q1"))
+        writer = GroupWriter(sink, outage_s=outage_s)
+        if raises is None:
+            await writer.save(debate("q1"))
+        else:
+            with pytest.raises(raises):
+                await writer.save(debate("q1"))
         await writer.aclose()
         return writer
 
-    writer = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_writes_are_held_through_an_outage_then_committed() -> None:
+    sink = FlakySink(ServiceUnavailable("down"), ServiceUnavailable("still down"))
+    writer = save_one(sink, outage_s=30)
     assert sink.attempts == 3 and len(sink.debates) == 1
     assert writer.outages == 1 and writer.held_s >= 1.0  # backoff 0.5 s + 1 s
 
 
 def test_an_outage_longer_than_outage_s_fails_the_waiters() -> None:
     sink = FlakySink(*[ServiceUnavailable("down")] * 10)
-
-    async def main() -> GroupWriter:
-        writer = GroupWriter(sink, outage_s=1.2)
-        with pytest.raises(ServiceUnavailable):
-            await writer.save(debate("q1"))
-        await writer.aclose()
-        return writer
-
-    writer = asyncio.run(main())
-    assert sink.debates == {} and writer.outages == 1 and sink.attempts == 3  # at 0 s, 0.5 s (held < 1.2 s: retry) and 1.5 s (gives up)
+    writer = save_one(sink, outage_s=1.2, raises=ServiceUnavailable)
+    # attempts at 0 s, 0.5 s (held < 1.2 s: retry) and 1.5 s (gives up)
+    assert sink.debates == {} and writer.outages == 1 and sink.attempts == 3
 
 
 def test_other_errors_fail_at_once_and_are_not_outages() -> None:
     sink = FlakySink(ClientError("constraint"))
-
-    async def main() -> GroupWriter:
-        writer = GroupWriter(sink, outage_s=30)
-        with pytest.raises(ClientError):
-            await writer.save(debate("q1"))
-        await writer.aclose()
-        return writer
-
-    writer = asyncio.run(main())
+    writer = save_one(sink, outage_s=30, raises=ClientError)
     assert sink.attempts == 1 and writer.outages == 0
 
 

@@ -6,7 +6,7 @@ The generator must wait, reconnect and finish the job: one MAG per question, not
 nothing written twice, and no answered call requested again.
 
 Two lengths of outage: one the Neo4j driver's own retries cover (30 s query timeout, 60 s lease),
-and one far longer than both (a 2 s query timeout and a 4 s lease), which only the generator's
+and one far longer than both (a 3 s query timeout and a 4 s lease), which only the generator's
 store-outage hold and lease re-validation (`MAGDI_GENERATOR_STORE_OUTAGE_S`) can survive.
 """
 
@@ -41,7 +41,7 @@ def own_neo4j(tmp_path: Path):  # noqa: ANN201
 OUTAGES = {
     "within the driver's retry window": {},
     "longer than the lease and the query timeout": {
-        "MAGDI_QUERY_TIMEOUT_S": "2", "MAGDI_GENERATOR_LEASE_S": "4", "MAGDI_GENERATOR_LEASE_MARGIN_S": "1",
+        "MAGDI_QUERY_TIMEOUT_S": "3", "MAGDI_GENERATOR_LEASE_S": "4", "MAGDI_GENERATOR_LEASE_MARGIN_S": "1",
     },
 }
 
