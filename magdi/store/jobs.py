@@ -111,18 +111,13 @@ class JobStore:
         (microseconds), so jobs created in the same microsecond are neither skipped nor repeated.
         """
         ts, after = decode_cursor(cursor, parts=2) if cursor else (None, None)
-        rows = self.store._run(
-            lambda t: [
-                (r["j"], r["ts"])
-                for r in t.run(
-                    "MATCH (j:Job) WHERE ($status IS NULL OR j.status = $status) "
-                    "AND ($ts IS NULL OR j.created_at > datetime($ts) "
-                    "     OR (j.created_at = datetime($ts) AND j.id > $after)) "
-                    "RETURN j {.*} AS j, toString(j.created_at) AS ts ORDER BY j.created_at, j.id LIMIT $limit",
-                    status=status.value if status else None, ts=ts, after=after, limit=limit + 1,
-                )
-            ]
-        )
+        rows = [(r["j"], r["ts"]) for r in self.store.rows(
+            "MATCH (j:Job) WHERE ($status IS NULL OR j.status = $status) "
+            "AND ($ts IS NULL OR j.created_at > datetime($ts) "
+            "     OR (j.created_at = datetime($ts) AND j.id > $after)) "
+            "RETURN j {.*} AS j, toString(j.created_at) AS ts ORDER BY j.created_at, j.id LIMIT $limit",
+            status=status.value if status else None, ts=ts, after=after, limit=limit + 1,
+        )]
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1][1], rows[-1][0]["id"]) if more and rows else None

@@ -31,31 +31,23 @@ class QuotaShares:
         keys = sorted(set(endpoints))
         if not keys:
             return {}
-        rows = self.store._run(
-            lambda t: [
-                (r["endpoint"], r["n"])
-                for r in t.run(
-                    "UNWIND $keys AS k "
-                    "MERGE (s:QuotaShare {endpoint: k, holder: $holder}) "
-                    "SET s.until = datetime() + duration({milliseconds: $ms}) "
-                    "WITH k "
-                    "MATCH (o:QuotaShare {endpoint: k}) "
-                    "WITH k, collect(o) AS shares "
-                    "WITH k, [o IN shares WHERE o.until < datetime()] AS stale, "
-                    "     size([o IN shares WHERE o.until >= datetime()]) AS n "
-                    "FOREACH (x IN stale | DELETE x) "
-                    "RETURN k AS endpoint, n",
-                    keys=keys, holder=holder, ms=int(lease_s * 1000),
-                )
-            ],
-            write=True,
+        rows = self.store.rows(
+            "UNWIND $keys AS k "
+            "MERGE (s:QuotaShare {endpoint: k, holder: $holder}) "
+            "SET s.until = datetime() + duration({milliseconds: $ms}) "
+            "WITH k "
+            "MATCH (o:QuotaShare {endpoint: k}) "
+            "WITH k, collect(o) AS shares "
+            "WITH k, [o IN shares WHERE o.until < datetime()] AS stale, "
+            "     size([o IN shares WHERE o.until >= datetime()]) AS n "
+            "FOREACH (x IN stale | DELETE x) "
+            "RETURN k AS endpoint, n",
+            write=True, keys=keys, holder=holder, ms=int(lease_s * 1000),
         )
-        return dict(rows)
+        return {r["endpoint"]: r["n"] for r in rows}
 
     def release(self, holder: str) -> int:
         """Drop `holder`'s shares (its job ended): the others get the whole quota back at their next renewal."""
-        return self.store._run(
-            lambda t: t.run("MATCH (s:QuotaShare {holder: $holder}) DELETE s RETURN count(s) AS n",
-                            holder=holder).single()["n"],
-            write=True,
-        )
+        rows = self.store.rows("MATCH (s:QuotaShare {holder: $holder}) DELETE s RETURN count(s) AS n",
+                               write=True, holder=holder)
+        return rows[0]["n"]
