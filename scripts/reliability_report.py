@@ -59,6 +59,10 @@ the error).
   done/failed/total, tokens, cost, lease owner and expiry, calls, retries, 429 waits, failed calls,
   Neo4j outages with the seconds writes were held, and errors. These counters are added to the
   `:Job` node by the generator when a run ends (summed over resumed runs).
+- **Several workers, one endpoint**: running jobs split each rate-limited endpoint's quota through
+  `:QuotaShare` nodes renewed with their leases (`tests/generator/test_quota_sharing.py`: two
+  live jobs each take 1/2, the survivor returns to the whole quota, a dead holder's share
+  expires), so N workers do not send N times the quota into 429s.
 - **Schema upgrades**: migrations (`magdi/store/schema.py`) are numbered, every statement is
   `IF NOT EXISTS`, and the version in force is kept on one `:SchemaVersion` node. Every process
   that opens the store applies the ones newer than the stored version at start, so upgrading is:
@@ -100,7 +104,7 @@ the error).
 ## Gaps
 
 - Outages longer than `MAGDI_GENERATOR_STORE_OUTAGE_S` (600 s) fail the job (resumable); the
-  longest tested outage is about 15 s (against a 2 s query timeout and a 4 s lease).
+  longest tested outage is about 15 s (against a 3 s query timeout and a 4 s lease).
 - Reading a partial debate back at the start of a resumed debate is not held during an outage
   (that debate crashes and is resumable).
 - The matrix runs on loopback with the simulated panel; real provider quirks (e.g. streaming,
