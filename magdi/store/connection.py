@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import neo4j
-from neo4j.exceptions import AuthError, ServiceUnavailable
+from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
 
 from magdi.settings import Neo4jSettings
 
@@ -14,6 +14,12 @@ log = logging.getLogger(__name__)
 
 class Neo4jUnavailable(RuntimeError):
     """Neo4j cannot be reached; the message says how to start or configure it."""
+
+
+def is_transaction_timeout(exc: BaseException) -> bool:
+    """The server ended a transaction at its timeout (client-set or `db.transaction.timeout`)."""
+    code = (exc.code or "") if isinstance(exc, Neo4jError) else ""
+    return "TransactionTimedOut" in code or "Terminated" in code
 
 
 def open_driver(settings: Neo4jSettings, *, verify: bool = True) -> neo4j.Driver:

@@ -33,6 +33,8 @@ from typing import Any
 import neo4j
 from neo4j.exceptions import ClientError, Neo4jError, TransientError
 
+from magdi.store.connection import is_transaction_timeout
+
 # Procedures that only read metadata of the graph; anything else in a plan is refused.
 ALLOWED_PROCEDURES = frozenset(
     {
@@ -364,8 +366,7 @@ def run_readonly(
         try:
             return session.execute_read(neo4j.unit_of_work(timeout=timeout_s)(work))
         except (ClientError, TransientError) as exc:
-            code = exc.code or ""
-            if "TransactionTimedOut" in code or "Terminated" in code:
+            if is_transaction_timeout(exc):
                 raise CypherTimeout(f"query exceeded the {timeout_s:g} s timeout") from None
             raise CypherRejected(f"query failed: {_message(exc)}") from None
         except Neo4jError as exc:

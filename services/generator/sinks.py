@@ -20,6 +20,7 @@ from typing import Protocol
 from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
 
 from magdi.mag import Debate, DebateStatus, Response
+from magdi.store.connection import is_transaction_timeout
 from magdi.store.graph_store import DebateFilter, GraphStore
 
 logger = logging.getLogger(__name__)
@@ -110,9 +111,7 @@ def is_store_outage(exc: BaseException) -> bool:
     """
     if isinstance(exc, ServiceUnavailable | SessionExpired | OSError):  # IncompleteCommit is a ServiceUnavailable
         return True
-    if isinstance(exc, Neo4jError) and (exc.code or "").startswith("Neo.ClientError.Transaction.TransactionTimedOut"):
-        return True
-    return isinstance(exc, Neo4jError) and exc.is_retryable()
+    return is_transaction_timeout(exc) or (isinstance(exc, Neo4jError) and exc.is_retryable())
 
 
 class GroupWriter:
