@@ -159,7 +159,7 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
                     concurrency=concurrency or settings.concurrency, gate=keeper.check, progress=progress,
                     writer=writer)
     await asyncio.to_thread(jobs.update, spec.id, total=len(prepared.questions))
-    quota = QuotaSharer(QuotaShares(store), f"{worker}/{spec.id}", endpoints, settings.lease_s)
+    quota = QuotaSharer(QuotaShares(store), f"{worker}/{spec.id}", endpoints, settings.lease_s, keeper.every_s)
     await quota.renew()  # before the first call: start at our share, not at the whole quota
     run_task = asyncio.create_task(engine.run(prepared.questions))
     helpers = [asyncio.create_task(keeper.run()), asyncio.create_task(quota.run()),
@@ -195,11 +195,12 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
 class QuotaSharer:
     """Keeps this run's shares of its endpoints' quotas and sizes the local buckets to them.
 
-    Renewed every lease_s / 3 like the job lease; while Neo4j is unreachable the last sizes stay.
+    Renewed as often as the job lease (`every_s`); while Neo4j is unreachable the last sizes stay.
     """
 
-    def __init__(self, shares: QuotaShares, holder: str, endpoints: Endpoints, lease_s: float) -> None:
-        self.shares, self.holder, self.lease_s = shares, holder, lease_s
+    def __init__(self, shares: QuotaShares, holder: str, endpoints: Endpoints, lease_s: float,
+                 every_s: float) -> None:
+        self.shares, self.holder, self.lease_s, self.every_s = shares, holder, lease_s, every_s
         self.limited = {e.quota_id: e for e in endpoints.all() if e.limiter.limits.rpm or e.limiter.limits.tpm}
         # A cancelled renewal's thread runs on; the lock and flag keep it from re-creating released shares.
         self._lock = threading.Lock()
@@ -230,7 +231,7 @@ class QuotaSharer:
 
     async def run(self) -> None:
         while self.limited:
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(self.every_s)
             await self.renew()
 
     async def release(self) -> None:

@@ -48,6 +48,14 @@ class TokenBucket:
         rate = max(quota - burst, quota * 0.5) / 60
         return cls(rate, burst, clock)
 
+    def resized(self, quota: int) -> TokenBucket:
+        """A bucket for a per-minute `quota` that keeps this one's level (a debt carries over; a full
+        bucket is capped at the new capacity)."""
+        bucket = TokenBucket.per_minute(quota, self._clock)
+        self._refill()
+        bucket._level = min(bucket.capacity, self._level)
+        return bucket
+
     def _refill(self) -> None:
         now = self._clock()
         self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
@@ -88,12 +96,10 @@ class EndpointLimiter:
         if n == self.shares:
             return
         self.shares = n
-        for name, quota in (("requests", self.limits.rpm), ("tokens", self.limits.tpm)):
-            if quota:
-                bucket = TokenBucket.per_minute(max(1, quota // n), self._clock)
-                old = getattr(self, name)
-                bucket._level = min(bucket.capacity, old._level)  # a debt carries over; a full bucket shrinks
-                setattr(self, name, bucket)
+        if self.requests and self.limits.rpm:
+            self.requests = self.requests.resized(max(1, self.limits.rpm // n))
+        if self.tokens and self.limits.tpm:
+            self.tokens = self.tokens.resized(max(1, self.limits.tpm // n))
 
     def pause(self, seconds: float) -> None:
         """Hold every caller of this endpoint for `seconds` (a 429 with Retry-After)."""
