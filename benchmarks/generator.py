@@ -15,7 +15,7 @@ same ReConcile prompts, so each debate makes the same calls in both runs:
 The bound the quotas allow is sum(rpm_m) / 60 calls/s (every debate calls each model equally
 often), i.e. that divided by calls-per-debate in debates/s (a short run can land slightly above
 1.0: the first second's burst is allowed by a per-minute quota). Targets: ours >= 10x the
-baseline and >= 0.9 of the bound. Needs ../shared/data/gsm8k (the replayed outputs and questions).
+baseline and >= 0.9 of the bound. Reads data/gsm8k (the replayed outputs and questions).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from services.generator.teachers.runner import TeacherPanelServer
 REPO = Path(__file__).resolve().parents[1]
 
 
-DATA = REPO.parent / "shared" / "data" / "gsm8k"
+DATA = REPO / "data" / "gsm8k"
 MODELS = ("175b_verification", "175b_finetuning", "6b_verification")
 
 

@@ -12,28 +12,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from repo_data import data_file
 
 from magdi.mag import Agent, Debate, Question, Response, TaskType, full_visibility_edges
 from magdi.settings import Neo4jSettings
 from magdi.store.connection import open_driver
 from magdi.store.graph_store import GraphStore
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-
-
-def _shared_data(*parts: str) -> Path:
-    """A file under ../shared/data, or skip the test cleanly when it is absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    return path
-
 
 @pytest.fixture(scope="session")
-def shared_data() -> Callable[..., Path]:
-    """`shared_data("gsm8k", "test.jsonl")`: a public data file, or a clean skip when it is absent."""
-    return _shared_data
+def public_data() -> Callable[..., Path]:
+    """`public_data("gsm8k", "test.jsonl")`: a public data file shipped under data/ (missing = failure)."""
+    return data_file
 
 
 @pytest.fixture(scope="session")

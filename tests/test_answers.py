@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from repo_data import data_file
 
 from magdi.answers import (
     AnswerParseError,
@@ -32,7 +32,6 @@ from magdi.mag import TaskType
 NUMBER, YES_NO, CHOICE, MATH, TEXT = (TaskType.NUMBER, TaskType.YES_NO, TaskType.CHOICE, TaskType.MATH,
                                       TaskType.TEXT)
 ECQA_OPTIONS = ["fragrant", "table", "red", "pink", "flower"]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 # -- normalize_answer ---------------------------------------------------------------------------
@@ -231,9 +230,8 @@ def test_extract_choice_arc_letters() -> None:
     assert extract_answer("So the answer is E.", CHOICE, ["w", "x", "y", "z"]) is None
 
 
-@pytest.mark.skipif(not (SHARED / "gsm8k" / "model_solutions.jsonl").exists(), reason="shared data absent")
 def test_extract_agrees_with_real_model_solution_labels() -> None:
-    lines = (SHARED / "gsm8k" / "model_solutions.jsonl").read_text(encoding="utf-8").splitlines()[:200]
+    lines = data_file("gsm8k", "model_solutions.jsonl").read_text(encoding="utf-8").splitlines()[:200]
     for line in lines:
         row = json.loads(line)
         gold = extract_answer(row["ground_truth"], NUMBER)

@@ -1,4 +1,4 @@
-"""Dataset loaders: the shared public files (skipped when absent) and tiny files in each public format."""
+"""Dataset loaders: the public files shipped under data/ and tiny files in each public format."""
 
 from __future__ import annotations
 
@@ -6,19 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from repo_data import data_file
 
 from magdi.answers import is_equivalent
 from magdi.datasets import FORMATS, DatasetError, detect_format, gsm8k_gold, load_questions
 from magdi.mag import TaskType
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-
-def shared(rel: str) -> Path:
-    path = SHARED / rel
-    if not path.exists():
-        pytest.skip(f"shared data absent: {path}")
-    return path
+def public(rel: str) -> Path:
+    return data_file(*rel.split("/"))
 
 
 def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -26,9 +22,9 @@ def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
     return path
 
 
-# -- the shared public files --------------------------------------------------------------------
+# -- the public files under data/ --------------------------------------------------------------------
 def test_gsm8k_test_file() -> None:
-    qs = load_questions(shared("gsm8k/test.jsonl"), "gsm8k", limit=3)
+    qs = load_questions(public("gsm8k/test.jsonl"), "gsm8k", limit=3)
     assert [q.qid for q in qs] == ["0", "1", "2"]
     q = qs[0]
     assert (q.dataset, q.task, q.gold_answer) == ("gsm8k", TaskType.NUMBER, "18")
@@ -38,20 +34,20 @@ def test_gsm8k_test_file() -> None:
 
 
 def test_gsm8k_keeps_negative_golds() -> None:
-    golds = [q.gold_answer for q in load_questions(shared("gsm8k/test.jsonl"), "gsm8k")]
+    golds = [q.gold_answer for q in load_questions(public("gsm8k/test.jsonl"), "gsm8k")]
     assert len(golds) == 1319
     assert {"-10", "-3"} <= set(golds)  # the reference deleted the sign
     assert all("," not in g for g in golds)
 
 
 def test_gsm8k_offset_keeps_file_indices_as_ids() -> None:
-    qs = load_questions(shared("gsm8k/train.jsonl"), "gsm8k", dataset="gsm8k-train", offset=10, limit=2)
+    qs = load_questions(public("gsm8k/train-first500.jsonl"), "gsm8k", dataset="gsm8k-train", offset=10, limit=2)
     assert [q.qid for q in qs] == ["10", "11"]
     assert qs[0].dataset == "gsm8k-train" and qs[0].task is TaskType.NUMBER
 
 
 def test_strategyqa_dev() -> None:
-    qs = load_questions(shared("strategyqa/dev.json"), "strategyqa", limit=5)
+    qs = load_questions(public("strategyqa/dev.json"), "strategyqa", limit=5)
     q = qs[0]
     assert q.qid == "e0044a7b4d146d611e73"
     assert (q.task, q.gold_answer) == (TaskType.YES_NO, "no")
@@ -61,8 +57,8 @@ def test_strategyqa_dev() -> None:
 
 
 def test_ecqa_gold_is_the_letter_of_the_answer_text() -> None:
-    qs = load_questions(shared("ecqa/test.csv"), "ecqa")
-    assert len(qs) == 2194
+    qs = load_questions(public("ecqa/test-first300.csv"), "ecqa")
+    assert len(qs) == 300
     q = qs[0]
     assert q.qid == "26f7c29d5acb341f79610f7c040412a4"
     assert q.options == ["greedy", "worry", "have knowledge", "take charge", "boss"]
@@ -74,7 +70,7 @@ def test_ecqa_gold_is_the_letter_of_the_answer_text() -> None:
 
 
 def test_aqua_options_lose_their_labels() -> None:
-    q = load_questions(shared("aqua/test.json"), "aqua", limit=1)[0]
+    q = load_questions(public("aqua/test.json"), "aqua", limit=1)[0]
     assert q.options[0] == "5(√3 + 1)" and len(q.options) == 5
     assert (q.task, q.gold_answer, q.qid) == (TaskType.CHOICE, "A", "0")
     assert q.gold_explanation and "Answer : A" in q.gold_explanation
@@ -82,12 +78,12 @@ def test_aqua_options_lose_their_labels() -> None:
 
 @pytest.mark.parametrize(
     ("rel", "fmt"),
-    [("gsm8k/test.jsonl", "gsm8k"), ("strategyqa/dev.json", "strategyqa"), ("ecqa/test.csv", "ecqa"),
+    [("gsm8k/test.jsonl", "gsm8k"), ("strategyqa/dev.json", "strategyqa"), ("ecqa/test-first300.csv", "ecqa"),
      ("aqua/test.json", "aqua")],
 )
 def test_detect_format_on_shared_files(rel: str, fmt: str) -> None:
-    assert detect_format(shared(rel)) == fmt
-    assert load_questions(shared(rel), "auto", limit=1)[0].dataset == fmt
+    assert detect_format(public(rel)) == fmt
+    assert load_questions(public(rel), "auto", limit=1)[0].dataset == fmt
 
 
 # -- public formats written here ---------------------------------------------------------------

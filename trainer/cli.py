@@ -2,7 +2,7 @@
 
     magdi train --config configs/trainer/tiny-cpu.yaml --set data.source=jsonl:mags.jsonl
     magdi eval --adapter runs/tiny-cpu/adapter --split test --greedy
-    magdi eval --adapter runs/tiny-cpu/adapter --data ../shared/data/gsm8k/test.jsonl --format gsm8k --sample --k 5
+    magdi eval --adapter runs/tiny-cpu/adapter --data data/gsm8k/test.jsonl --format gsm8k --sample --k 5
 
 Only typer and the standard library are imported here: torch and transformers load inside the
 commands, so `magdi --help` stays fast and images without the trainer extra still work.

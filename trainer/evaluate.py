@@ -1,7 +1,7 @@
 """Evaluate a trained student: generate, parse the continuation, score, count tokens (spec §6).
 
     magdi eval --adapter runs/tiny/adapter --split test --greedy
-    magdi eval --adapter runs/m7b/adapter --data ../shared/data/gsm8k/test.jsonl --format gsm8k --sample --k 5
+    magdi eval --adapter runs/m7b/adapter --data data/gsm8k/test.jsonl --format gsm8k --sample --k 5
 
 Only the generated continuation is parsed (never the prompt or special tokens: D19), with the
 project's one answer rule set (`magdi.answers`). Greedy and sampled decoding are separate,

@@ -1,12 +1,12 @@
 """`magdi generate`, `magdi worker` and `magdi teachers serve`.
 
     magdi generate --panel configs/panels/simulated.yaml --dataset gsm8k \
-        --data ../shared/data/gsm8k/test.jsonl --limit 30 --job demo \
-        --convincing ../shared/data/convincing
+        --data data/gsm8k/test.jsonl --limit 30 --job demo \
+        --convincing data/convincing
     magdi generate ... --job demo --resume          # continue after a crash or Ctrl-C
     magdi worker                                    # claim jobs queued through the API
-    magdi teachers serve --solutions ../shared/data/gsm8k/model_solutions.jsonl \
-        --questions ../shared/data/gsm8k/test.jsonl --port 8901
+    magdi teachers serve --solutions data/gsm8k/model_solutions.jsonl \
+        --questions data/gsm8k/test.jsonl --port 8901
 
 Only typer and the standard library are imported here at module level (the core CLI imports
 this module in every image); the generator's dependencies load when a command runs.

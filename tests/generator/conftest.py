@@ -22,9 +22,9 @@ from generator_helpers import HERE, REPO, Panel, stop_pid
 
 
 @pytest.fixture(scope="session")
-def gsm8k(shared_data: Callable[..., Path]) -> dict[str, Path]:
-    return {"test": shared_data("gsm8k", "test.jsonl"), "solutions": shared_data("gsm8k", "model_solutions.jsonl"),
-            "convincing": shared_data("convincing")}
+def gsm8k(public_data: Callable[..., Path]) -> dict[str, Path]:
+    return {"test": public_data("gsm8k", "test.jsonl"), "solutions": public_data("gsm8k", "model_solutions.jsonl"),
+            "convincing": public_data("convincing")}
 
 
 @pytest.fixture

@@ -17,15 +17,15 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from repo_data import DATA_DIR
 
 from services.generator.teachers.config import PanelSimConfig
 from services.generator.teachers.policy import DiscussionPolicy, parse_debate
 from services.generator.teachers.replay import ReplayBank, normalize_number, split_final_answer
 from services.generator.teachers.runner import TeacherPanelServer
 
-DATA = Path(__file__).resolve().parents[3] / "shared/data/gsm8k"
+DATA = DATA_DIR / "gsm8k"
 SOLUTIONS, QUESTIONS = DATA / "model_solutions.jsonl", DATA / "test.jsonl"
-needs_data = pytest.mark.skipif(not SOLUTIONS.exists(), reason="../shared/data/gsm8k is absent")
 
 SCHEMA = 'Output your answer in json format, with the format as follows: {"reasoning": "", "answer": "", "confidence_level": ""}. Please strictly output in JSON format.'  # noqa: E501
 DEMO = "Q: Tom has 2 apples and buys 3 more. How many apples does he have?\nA:{'reasoning': '2 + 3 = 5', 'answer': '5'}"  # noqa: E501
@@ -72,8 +72,6 @@ def ask(client: openai.OpenAI, model: str, prompt: str) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def bank() -> ReplayBank:
-    if not SOLUTIONS.exists():
-        pytest.skip("../shared/data/gsm8k is absent")
     return ReplayBank.load(SOLUTIONS, QUESTIONS)
 
 
@@ -81,8 +79,6 @@ def bank() -> ReplayBank:
 def servers() -> Iterator[dict[str, TeacherPanelServer]]:
     """One panel for all SDK tests: faulty teachers are aliases with per_model knobs, because each
     extra subprocess costs seconds of FastAPI imports."""
-    if not SOLUTIONS.exists():
-        pytest.skip("../shared/data/gsm8k is absent")
     base = {"solutions_path": SOLUTIONS, "questions_path": QUESTIONS, "seed": 7}
     main = PanelSimConfig(
         **base,
@@ -155,7 +151,6 @@ def test_policy_switch_probability_is_monotone() -> None:
 # ---------------------------------------------------------------- replay bank
 
 
-@needs_data
 def test_bank_finds_question_after_demos(bank: ReplayBank) -> None:
     q = bank.questions[5]
     assert bank.find(round0_prompt(q.question.replace(" ", "  \n"))) is q
@@ -169,7 +164,6 @@ def test_bank_finds_question_after_demos(bank: ReplayBank) -> None:
 # ---------------------------------------------------------------- through the SDK, real sockets
 
 
-@needs_data
 def test_round0_replays_recorded_solution(
     client: openai.OpenAI, bank: ReplayBank, servers: dict[str, TeacherPanelServer]
 ) -> None:
@@ -194,7 +188,6 @@ def test_round0_replays_recorded_solution(
     )
 
 
-@needs_data
 def test_determinism_and_stats(
     client: openai.OpenAI, bank: ReplayBank, servers: dict[str, TeacherPanelServer]
 ) -> None:
@@ -217,7 +210,6 @@ def test_determinism_and_stats(
     assert httpx.get(stats_url).json()["completions"] == 0
 
 
-@needs_data
 def test_errors_are_openai_shaped(
     client: openai.OpenAI, bank: ReplayBank, servers: dict[str, TeacherPanelServer]
 ) -> None:
@@ -234,7 +226,6 @@ def test_errors_are_openai_shaped(
     assert unknown["answer"] == "unknown" and float(str(unknown["confidence_level"])) <= 0.1
 
 
-@needs_data
 def test_server_errors_then_rate_limit(
     client: openai.OpenAI, bank: ReplayBank, servers: dict[str, TeacherPanelServer]
 ) -> None:
@@ -254,7 +245,6 @@ def test_server_errors_then_rate_limit(
     assert stats["completions"] == 1 and stats["faults"] == {"server_error": 2, "rate_limited": 1}
 
 
-@needs_data
 def test_async_client_retries_until_each_prompt_completes_once(
     client: openai.OpenAI, bank: ReplayBank, servers: dict[str, TeacherPanelServer]
 ) -> None:
@@ -277,7 +267,6 @@ def test_async_client_retries_until_each_prompt_completes_once(
     assert stats["faults"]["server_error"] >= 1  # some calls did fail and were retried
 
 
-@needs_data
 def test_malformed_content(
     client: openai.OpenAI, bank: ReplayBank, servers: dict[str, TeacherPanelServer]
 ) -> None:
@@ -291,7 +280,6 @@ def test_malformed_content(
     assert stats["completions"] == 0 and stats["faults"] == {"malformed": 6}
 
 
-@needs_data
 def test_weak_agent_switches_to_strong_majority(client: openai.OpenAI, bank: ReplayBank) -> None:
     q = bank.questions[0]  # 6b_finetuning said 26; 175b_verification said 18 (gold)
     own, other = q.solutions["6b_finetuning"], q.solutions["175b_verification"]
@@ -318,7 +306,6 @@ def test_weak_agent_switches_to_strong_majority(client: openai.OpenAI, bank: Rep
     assert kept["answer"] == own.answer  # a block that cannot be parsed: keep own answer
 
 
-@needs_data
 def test_switching_tracks_support(client: openai.OpenAI, bank: ReplayBank) -> None:
     """Across 50 questions, strong support for another answer flips the agent far more often."""
     model = "6b_finetuning"
@@ -350,7 +337,6 @@ def test_switching_tracks_support(client: openai.OpenAI, bank: ReplayBank) -> No
 # ---------------------------------------------------------------- in-process fault checks
 
 
-@needs_data
 def test_in_process_faults(bank: ReplayBank) -> None:
     from starlette.testclient import TestClient
 

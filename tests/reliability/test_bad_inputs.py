@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from repo_data import data_file
 from typer.testing import CliRunner
 
 from magdi.settings import Neo4jSettings
@@ -58,7 +59,7 @@ def test_cli_refuses_bad_input(folder: str, case: dict[str, Any], seeded: GraphS
 
     if folder == "trainer":
         pytest.importorskip("torch")
-    gsm8k = CORPUS.parents[2] / "shared" / "data" / "gsm8k" / "test.jsonl"
+    gsm8k = data_file("gsm8k", "test.jsonl")
     subst = {"FILE": str(CORPUS / folder / case["file"]), "GSM8K": str(gsm8k),
              "PANEL": str(CORPUS / "datasets" / "_good_panel.yaml")}
     before = snapshot(seeded)

@@ -135,9 +135,9 @@ def test_sft_multi_trains_every_correct_node(tokenizer, synth) -> None:
     assert data.nll_mask.tolist() == (data.y == 1).tolist() and data.pair_index.shape[1] == 0
 
 
-def test_realistic_gsm8k_solutions_encode(tokenizer, shared_data) -> None:
+def test_realistic_gsm8k_solutions_encode(tokenizer, public_data) -> None:
     """Real multi-model GSM8K solutions as a one-round MAG of four agents."""
-    path = shared_data("gsm8k", "model_solutions.jsonl")
+    path = public_data("gsm8k", "model_solutions.jsonl")
     models = ["6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification"]
     debates = []
     with path.open() as fh:
