@@ -38,8 +38,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX quota_share_endpoint IF NOT EXISTS FOR (n:QuotaShare) ON (n.endpoint)",
         "CREATE INDEX quota_share_holder IF NOT EXISTS FOR (n:QuotaShare) ON (n.holder)",
     ]),
+    # graph_store.page_query sorts a filtered page by (dataset|job_id, id): with these the page is an
+    # index seek in order that stops after `limit` rows, not a read and sort of every match.
+    (3, "debate pages filtered by dataset or job, in id order", [
+        "CREATE INDEX debate_dataset_id IF NOT EXISTS FOR (n:Debate) ON (n.dataset, n.id)",
+        "CREATE INDEX debate_job_id_id IF NOT EXISTS FOR (n:Debate) ON (n.job_id, n.id)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+INDEX_WAIT_S = 600  # how long a start waits for new indexes to come online
 
 
 def current_version(driver: neo4j.Driver, database: str | None = None) -> int:
@@ -54,6 +61,7 @@ def current_version(driver: neo4j.Driver, database: str | None = None) -> int:
 def apply(driver: neo4j.Driver, database: str | None = None) -> int:
     """Run the migrations newer than the stored version; returns the version now in force."""
     version = current_version(driver, database)
+    applied = False
     for number, description, statements in MIGRATIONS:
         if number <= version:
             continue
@@ -66,4 +74,7 @@ def apply(driver: neo4j.Driver, database: str | None = None) -> int:
             database_=database,
         )
         version = number
+        applied = True
+    if applied:  # a new index serves queries only once populated (seconds on a large store)
+        driver.execute_query("CALL db.awaitIndexes($s)", s=INDEX_WAIT_S, database_=database)
     return version
