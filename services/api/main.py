@@ -26,7 +26,7 @@ from services.api import errors
 from services.api.deps import get_settings
 from services.api.middleware import RequestContextMiddleware
 from services.api.observability import Metrics
-from services.api.routers import cypher, debates, exports, health, imports, jobs, stats, viewer
+from services.api.routers import cypher, debates, endpoints, exports, health, imports, jobs, stats, viewer
 from services.api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.metrics = Metrics.create()
     app.dependency_overrides[get_settings] = lambda: settings
 
-    for module in (debates, jobs, cypher, exports, imports, stats, health, viewer):
+    for module in (debates, jobs, endpoints, cypher, exports, imports, stats, health, viewer):
         app.include_router(module.router)
     app.mount("/viewer/static", StaticFiles(directory=viewer.STATIC_DIR), name="viewer-static")
 

@@ -6,12 +6,12 @@ their own `ApiSettings` to `create_app` and `magdi serve` reads the environment 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from magdi.policy import OperatorPolicy
 from magdi.settings import Neo4jSettings
 
 MIN_TOKEN_LENGTH = 16
@@ -38,14 +38,15 @@ class ApiSettings(BaseSettings):
     max_page_limit: int = Field(500, ge=1, description="a larger ?limit= is a 422")
     export_batch_size: int = Field(256, ge=1, le=10_000, description="MAGs per Neo4j page while streaming")
     import_timeout_s: float = Field(300.0, gt=0, description="timeout of the one import transaction")
-    data_root: Path | None = Field(None, description="if set, POST /v1/jobs data_path must lie under it")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS, comma-separated; empty = CORS off")
     neo4j: Neo4jSettings = Field(default_factory=Neo4jSettings, description="from MAGDI_NEO4J_*")
+    policy: OperatorPolicy = Field(default_factory=OperatorPolicy, description="declared endpoints, data root and "
+                                                                               "job caps (MAGDI_*, magdi.policy)")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value

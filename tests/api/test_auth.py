@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from services.api.observability import JsonFormatter, RedactFilter
 from services.api.settings import ApiSettings
 
-PANEL = {"agents": [{"name": "a", "model": "m", "base_url": "http://127.0.0.1:1/v1"}]}
+PANEL = {"agents": [{"name": "a", "endpoint": "sim", "model": "sim-a"}]}
 READS = [
     ("GET", "/v1/debates", {}),
     ("GET", "/v1/debates/d-x", {}),

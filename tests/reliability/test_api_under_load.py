@@ -19,6 +19,7 @@ from generator_helpers import panel_dict
 from reliability_helpers import Row, assert_clean, final_state, lost_and_duplicated
 
 from magdi.mag import JobStatus
+from magdi.panel import parse_panel
 from magdi.settings import Neo4jSettings
 from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
@@ -26,7 +27,6 @@ from services.api.main import create_app
 from services.api.settings import ApiSettings
 from services.generator.jobrun import JobResult, new_worker_id, run_job
 from services.generator.jobspec import build_spec, prepare
-from services.generator.panel import parse_panel
 from services.generator.protocols import ProtocolConfig
 from services.generator.settings import GeneratorSettings
 

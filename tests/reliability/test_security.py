@@ -40,9 +40,9 @@ def test_an_api_key_never_leaves_the_process(store: GraphStore, neo4j_env, neo4j
     from services.api.settings import ApiSettings
 
     sim = start_panel(latency_s=0.01, error_rate=0.3, malformed_rate=0.1, down_models=["6b_verification"])
-    panel = write_panel(tmp_path / "panel.yaml", sim.base_url, api_key_env="MAGDI_RELIABILITY_KEY",
+    panel = write_panel(tmp_path / "panel.yaml", sim.base_url, api_key_env="RELIABILITY_TEST_KEY",
                         breaker={"failure_threshold": 3, "cooldown_s": 0.2, "max_cooldown_s": 0.4, "down_after_s": 1.0})
-    env = neo4j_subprocess_env(MAGDI_RELIABILITY_KEY=SECRET)
+    env = neo4j_subprocess_env(RELIABILITY_TEST_KEY=SECRET)
     run = subprocess.run([MAGDI, "-v", "generate", "--panel", str(panel), "--dataset", "gsm8k", "--data",
                           str(gsm8k["test"]), "--limit", "3", "--offset", "850", "--job", "secret",
                           "--max-rounds", "1", "--no-progress"], env=env, capture_output=True, text=True, timeout=180)
@@ -54,7 +54,7 @@ def test_an_api_key_never_leaves_the_process(store: GraphStore, neo4j_env, neo4j
     nodes, _, _ = store.driver.execute_query("MATCH (n) RETURN labels(n) AS l, properties(n) AS p")
     rels, _, _ = store.driver.execute_query("MATCH ()-[r]->() RETURN type(r) AS t, properties(r) AS p")
     places["graph"] = json.dumps([r.data() for r in [*nodes, *rels]], default=str)
-    assert "MAGDI_RELIABILITY_KEY" in places["graph"], "the variable's NAME is stored (in the job spec)"
+    assert "RELIABILITY_TEST_KEY" in places["graph"], "the variable's NAME is stored (in the job spec)"
     for fmt in ("jsonl", "magdi-ref", "sft", "dpo"):
         out = tmp_path / f"export.{fmt}"
         done = runner.invoke(app, ["export", "--format", fmt, "--out", str(out)])
