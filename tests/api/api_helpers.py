@@ -17,6 +17,7 @@ from magdi.policy import Endpoint, OperatorPolicy
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TEST_HOSTS = ["testserver", "127.0.0.1", "localhost"]  # TestClient's Host header, and uvicorn on loopback
 # The operator's configuration the API tests run under: one declared endpoint, the repo's data/ as root.
 POLICY = OperatorPolicy(
     endpoints=[Endpoint(name="sim", base_url="http://127.0.0.1:8901/v1", models=["sim-a", "sim-b"], max_tokens=2048,

@@ -84,8 +84,8 @@ def test_reads_and_cypher_while_a_job_writes(store: GraphStore, neo4j_server: Ne
     requests = errors = complete_seen = 0
     problems: list[str] = []
     latencies: list[float] = []
-    app = create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server))
-    with TestClient(app) as client:
+    app = create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server, cypher_rate_per_min=10_000))  # one busy client
+    with TestClient(app, base_url="http://localhost") as client:
         thread = threading.Thread(target=job, daemon=True)
         t_start = time.monotonic()
         thread.start()

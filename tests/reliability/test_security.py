@@ -66,7 +66,7 @@ def test_an_api_key_never_leaves_the_process(store: GraphStore, neo4j_env, neo4j
     status = runner.invoke(app, ["jobs", "status", "secret", "--format", "json"])
     places["jobs status"] = status.output
     assert json.loads(status.output)["errors"], "the job recorded endpoint errors"
-    with TestClient(create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server))) as client:
+    with TestClient(create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server)), base_url="http://localhost") as client:
         view = client.get("/v1/jobs/job-secret", headers={"Authorization": f"Bearer {TOKEN}"})
         assert view.status_code == 200
         places["API job view"] = view.text
@@ -89,7 +89,7 @@ def test_a_refused_inline_key_is_not_echoed(store: GraphStore, neo4j_server: Neo
     from services.api.settings import ApiSettings
 
     panel = {"agents": [{"name": "a", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key": SECRET}]}
-    with TestClient(create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server))) as client:
+    with TestClient(create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server)), base_url="http://localhost") as client:
         r = client.post("/v1/jobs", json={"name": "j", "dataset": "gsm8k", "data_path": "x.jsonl", "panel": panel},
                         headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 422
