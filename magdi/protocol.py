@@ -54,6 +54,8 @@ class ProtocolConfig(BaseModel):
                     if not sep:
                         raise ValueError(f"topology edge {item!r}: expected 'source->target'")
                     item = (src.strip(), dst.strip())
+                if not isinstance(item, list | tuple) or len(item) != 2:
+                    raise ValueError(f"topology edge {item!r}: expected 'source->target' or [source, target]")
                 pairs.append(tuple(item))
             return pairs
         return value
