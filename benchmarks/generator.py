@@ -40,9 +40,9 @@ import openai
 from magdi.answers import AnswerParseError
 from magdi.datasets import load_questions
 from magdi.mag import Agent, Debate, ParseStatus, Question, Response
+from magdi.panel import PanelConfig, parse_panel, resolve_keys
 from services.generator.client import Endpoints
 from services.generator.engine import Engine
-from services.generator.panel import PanelConfig, parse_panel, resolve_keys
 from services.generator.protocols import ProtocolConfig, TurnRequest, build_protocol, parse_turn
 from services.generator.sinks import DebateSink, GraphSink, MemorySink
 from services.generator.teachers.config import PanelSimConfig

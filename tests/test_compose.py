@@ -51,13 +51,14 @@ def known_env_vars() -> set[str]:
     """Every environment variable our settings classes read."""
     from pydantic_settings import BaseSettings
 
+    from magdi.policy import OperatorPolicy
     from magdi.settings import Neo4jSettings
     from services.api.settings import ApiSettings
     from services.generator.settings import GeneratorSettings
 
     names: set[str] = set()
     cls: type[BaseSettings]
-    for cls in (Neo4jSettings, ApiSettings, GeneratorSettings):
+    for cls in (Neo4jSettings, ApiSettings, GeneratorSettings, OperatorPolicy):
         prefix = cls.model_config.get("env_prefix", "")
         names |= {f"{prefix}{field}".upper() for field in cls.model_fields}
     from trainer.config import env_overrides_known
@@ -141,3 +142,56 @@ def test_dependants_wait_for_a_healthy_neo4j():
 def test_trainer_reserves_a_gpu():
     devices = SERVICES["trainer"]["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in d["capabilities"] for d in devices)
+
+
+def mounts(svc: dict) -> dict[str, tuple[str, str]]:
+    """Container path -> (host source with `${VAR:-default}` taken at its default, mode)."""
+    out = {}
+    for volume in svc.get("volumes", []):
+        m = re.fullmatch(r"(?P<src>.+?):(?P<dst>/[^:]*)(?::(?P<mode>ro|rw))?", volume)
+        assert m, volume
+        src = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", m["src"])
+        out[m["dst"]] = (src, m["mode"] or "rw")
+    return out
+
+
+def host_file(svc: dict, container_path: str) -> Path:
+    """The repository file a container path is mounted from (a file mount or a folder above it)."""
+    for dst, (src, _) in sorted(mounts(svc).items(), key=lambda kv: -len(kv[0])):
+        if container_path == dst or container_path.startswith(dst.rstrip("/") + "/"):
+            return REPO / src / Path(container_path).relative_to(dst)
+    raise AssertionError(f"{container_path} is not mounted")
+
+
+def test_api_and_worker_run_under_the_operators_policy():
+    """Issue 16: endpoints declared by the operator, data files only under a data root, mounted read-only."""
+    from magdi.policy import OperatorPolicy
+
+    for name in ("api", "generator"):
+        svc = SERVICES[name]
+        env = svc["environment"]
+        assert env["MAGDI_DATA_ROOT"] == "/data" and mounts(svc)["/data"][1] == "ro", name
+        endpoints_file = host_file(svc, env["MAGDI_ENDPOINTS_FILE"])
+        assert endpoints_file == REPO / "configs" / "endpoints.yaml", (name, endpoints_file)
+        policy = OperatorPolicy(endpoints_file=endpoints_file)
+        assert policy.endpoints, "the compose stack declares endpoints"
+        for endpoint in policy.endpoints:
+            host = re.match(r"https?://([^:/]+)(?::(\d+))?", endpoint.base_url)
+            assert host and not (endpoint.api_key_env or "").upper().startswith("MAGDI_")
+            if host[1] in SERVICES:  # a compose service: private, so allow-listed, and on the port it serves
+                assert host[1] in policy.egress_allow, endpoint.name
+                argv = as_argv(SERVICES[host[1]]["command"])
+                assert argv[argv.index("--port") + 1] == host[2], endpoint.name
+        assert "MAGDI_API_TOKEN" not in env or name == "api", "the worker never holds the API token"
+    assert SERVICES["generator"]["environment"]["MAGDI_JOB_MAX_COST_USD"], "a cost cap per queued job"
+    allowed = SERVICES["api"]["environment"]["MAGDI_API_ALLOWED_HOSTS"]
+    assert {"localhost", "127.0.0.1"} <= set(re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", allowed).split(",")), \
+        "the port mapping (localhost) and the healthcheck (127.0.0.1) are served"
+
+
+def test_neo4j_caps_the_memory_of_one_transaction():
+    value = SERVICES["neo4j"]["environment"]["NEO4J_db_memory_transaction_max"]
+    default = re.fullmatch(r"\$\{NEO4J_TX_MEMORY_MAX:-(\d+)([mg])\}", value)
+    assert default, value
+    heap = re.fullmatch(r"\$\{NEO4J_HEAP:-(\d+)G\}", SERVICES["neo4j"]["environment"]["NEO4J_server_memory_heap_max__size"])
+    assert heap and int(default[1]) * (1024 if default[2] == "g" else 1) < int(heap[1]) * 1024, "below the heap"

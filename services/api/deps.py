@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from magdi.mag import DebateStatus
+from magdi.policy import PolicyError
 from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
 from services.api import security
@@ -65,9 +66,27 @@ ReadAccess = Depends(require_read)
 WriteAccess = Depends(require_write)
 
 
+def trusted_caller(settings: SettingsDep, creds: BearerDep) -> bool:
+    """Whether the caller may see the operator's details in jobs and debates (base URLs, key variable
+    names, data paths, error texts): a token holder (a wrong token never gets this far), or anyone on
+    a development server without a token. Anonymous readers (open reads) see them redacted."""
+    if settings.token is None:
+        return settings.insecure_dev
+    return creds is not None
+
+
+TrustedDep = Annotated[bool, Depends(trusted_caller)]
+
+
 def field_error(location: str, name: str, message: str) -> HTTPException:
     """A 422 shaped like FastAPI's own validation errors, naming the field."""
     return HTTPException(422, detail=[{"loc": [location, name], "msg": message, "type": "value_error"}])
+
+
+def policy_error(exc: PolicyError) -> HTTPException:
+    """A 422 naming every field of the body the operator's policy refuses."""
+    return HTTPException(422, detail=[{"loc": ["body", *loc], "msg": msg, "type": "value_error"}
+                                      for loc, msg in exc.problems])
 
 
 def page_limit(settings: SettingsDep,

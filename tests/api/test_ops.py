@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from api_helpers import AUTH
+from api_helpers import AUTH, TEST_HOSTS
 from fastapi.testclient import TestClient
 
 from magdi.settings import Neo4jSettings
@@ -26,7 +26,7 @@ def test_health_ready_and_docs(client):
 
 
 def test_neo4j_down_is_503_not_500():
-    settings = ApiSettings(token=AUTH["Authorization"].split()[1],
+    settings = ApiSettings(token=AUTH["Authorization"].split()[1], allowed_hosts=TEST_HOSTS,
                            neo4j=Neo4jSettings(neo4j_uri="bolt://127.0.0.1:9", neo4j_password="x",
                                                connect_timeout_s=0.2, query_timeout_s=0.2))
     with TestClient(create_app(settings)) as client:

@@ -19,6 +19,7 @@ from generator_helpers import panel_dict
 from reliability_helpers import Row, assert_clean, final_state, lost_and_duplicated
 
 from magdi.mag import JobStatus
+from magdi.panel import parse_panel
 from magdi.settings import Neo4jSettings
 from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
@@ -26,7 +27,6 @@ from services.api.main import create_app
 from services.api.settings import ApiSettings
 from services.generator.jobrun import JobResult, new_worker_id, run_job
 from services.generator.jobspec import build_spec, prepare
-from services.generator.panel import parse_panel
 from services.generator.protocols import ProtocolConfig
 from services.generator.settings import GeneratorSettings
 
@@ -84,8 +84,8 @@ def test_reads_and_cypher_while_a_job_writes(store: GraphStore, neo4j_server: Ne
     requests = errors = complete_seen = 0
     problems: list[str] = []
     latencies: list[float] = []
-    app = create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server))
-    with TestClient(app) as client:
+    app = create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server, cypher_rate_per_min=10_000))  # one busy client
+    with TestClient(app, base_url="http://localhost") as client:
         thread = threading.Thread(target=job, daemon=True)
         t_start = time.monotonic()
         thread.start()
