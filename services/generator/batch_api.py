@@ -26,8 +26,8 @@ from typing import Any
 import openai
 from openai.types import Batch
 
+from magdi.panel import AgentConfig, Price
 from services.generator.client import CallResult
-from services.generator.panel import AgentConfig, Price
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ import openai
 import pytest
 from repo_data import DATA_DIR
 
+from magdi.panel import AgentConfig, Price
 from services.generator.batch_api import (
     BatchLimits,
     BatchTimeout,
@@ -30,7 +31,6 @@ from services.generator.batch_api import (
     submit,
     wait,
 )
-from services.generator.panel import AgentConfig, Price
 from services.generator.teachers.config import PanelSimConfig
 from services.generator.teachers.replay import ReplayBank
 from services.generator.teachers.runner import TeacherPanelServer
