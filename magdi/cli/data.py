@@ -14,6 +14,7 @@ from magdi.cli.common import console, fail, store_or_exit, user_errors
 from magdi.formats import jsonl, magdi_ref
 from magdi.formats.exports import EXPORTERS, exporter
 from magdi.mag import TaskType
+from magdi.rounding import round_floats
 from magdi.store.cypher import CypherRejected, run_readonly
 from magdi.store.graph_store import DebateFilter
 
@@ -137,7 +138,7 @@ def stats(
     with store_or_exit() as store:
         s = store.stats(flt)
     if fmt == "json":
-        typer.echo(json.dumps(asdict(s), default=str))
+        typer.echo(json.dumps(round_floats(asdict(s)), default=str))
         return
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     scope = " ".join(f"{k}={v}" for k, v in (("dataset", dataset), ("job", job)) if v) or "all debates"

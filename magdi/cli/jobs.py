@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from magdi.cli.common import console, fail, store_or_exit
+from magdi.rounding import round_floats
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -45,7 +46,7 @@ def list_(
     """All jobs, oldest first: status, progress, counters, cost and lease."""
     rows = [r for r in _rows() if status is None or r["status"] == status]
     if fmt == "json":
-        typer.echo(json.dumps(rows, default=str))
+        typer.echo(json.dumps(round_floats(rows), default=str))
         return
     table = Table("name", "status", "progress", "done/failed/total", "tokens in/out", "cost (USD)", "lease owner")
     for r in rows:
@@ -67,7 +68,7 @@ def status(
     if name is not None and not rows:
         raise fail(f"no job named {name!r}; see `magdi jobs list`", code=1)
     if fmt == "json":
-        typer.echo(json.dumps(rows if name is None else rows[0], default=str))
+        typer.echo(json.dumps(round_floats(rows if name is None else rows[0]), default=str))
         return
     for r in rows:
         table = Table(title=f"job {r['name']} ({r['id']})", show_header=False)

@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 from fastapi import APIRouter
 
+from magdi.rounding import round_floats
 from services.api.deps import FilterDep, ReadAccess, StoreDep
 from services.api.schemas import ErrorOut, StatsPublic
 
@@ -15,4 +16,4 @@ router = APIRouter(prefix="/v1/stats", tags=["stats"], responses={401: {"model":
 @router.get("", dependencies=[ReadAccess])
 def get_stats(store: StoreDep, flt: FilterDep) -> StatsPublic:
     """The same numbers as `magdi stats --format json`, e.g. `?dataset=gsm8k&job=job-demo`."""
-    return StatsPublic.model_validate(asdict(store.stats(flt)))
+    return StatsPublic.model_validate(round_floats(asdict(store.stats(flt))))
