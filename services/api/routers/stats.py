@@ -13,7 +13,7 @@ from services.api.schemas import ErrorOut, StatsPublic
 router = APIRouter(prefix="/v1/stats", tags=["stats"], responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
 
 
-@router.get("", dependencies=[ReadAccess])
+@router.get("", dependencies=[ReadAccess], responses={404: {"model": ErrorOut, "description": "unknown job"}})
 def get_stats(store: StoreDep, flt: FilterDep) -> StatsPublic:
-    """The same numbers as `magdi stats --format json`, e.g. `?dataset=gsm8k&job=job-demo`."""
+    """The same numbers as `magdi stats --format json`, e.g. `?dataset=gsm8k&job=demo`."""
     return StatsPublic.model_validate(round_floats(asdict(store.stats(flt))))
