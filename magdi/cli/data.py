@@ -68,6 +68,7 @@ def export(
         to_records = exporter(fmt)
     with store_or_exit() as store:
         flt = debate_filter(store, dataset=dataset, job=job)
+        out.parent.mkdir(parents=True, exist_ok=True)
         total = store.count_debates(flt)
         with Progress(console=console, transient=True) as progress:
             task_id = progress.add_task("exporting", total=total)
