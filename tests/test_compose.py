@@ -1,7 +1,8 @@
 """docker-compose.yml must be right for real users, though no Docker engine runs here.
 
 Parse it and check every build context, Dockerfile, COPY source, command, config path, env var and
-port it names against the code.
+port it names against the code; then run it through a real Compose implementation (podman-compose)
+with only the variables each documented command sets.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import re
 import shlex
 from pathlib import Path
 
+import compose_helpers
 import pytest
 import yaml
+from compose_helpers import compose_config
 from typer.testing import CliRunner
 
 from magdi.cli import app
@@ -195,3 +198,85 @@ def test_neo4j_caps_the_memory_of_one_transaction():
     assert default, value
     heap = re.fullmatch(r"\$\{NEO4J_HEAP:-(\d+)G\}", SERVICES["neo4j"]["environment"]["NEO4J_server_memory_heap_max__size"])
     assert heap and int(default[1]) * (1024 if default[2] == "g" else 1) < int(heap[1]) * 1024, "below the heap"
+# -- a real Compose implementation -------------------------------------------------------------
+needs_podman_compose = pytest.mark.skipif(compose_helpers.unavailable() is not None,
+                                          reason=compose_helpers.unavailable() or "")
+PASSWORD = {"MAGDI_NEO4J_PASSWORD": "a-test-password"}
+
+
+@needs_podman_compose
+def test_the_trainer_profile_needs_only_the_neo4j_password():
+    code, out, config = compose_config("--profile", "train", env=PASSWORD)
+    assert code == 0, out
+    assert {"neo4j", "api", "generator", "trainer"} <= set(config["services"])
+    assert "teachers" not in config["services"]
+    trainer = config["services"]["trainer"]
+    assert trainer["environment"]["MAGDI_NEO4J_URI"] == "bolt://neo4j:7687"
+    assert trainer["environment"]["MAGDI_TRAIN_DATA__SOURCE"] == "neo4j"
+    assert config["services"]["api"]["environment"]["MAGDI_API_TOKEN"] == ""  # the api starts closed
+
+    code, out, _ = compose_config("--profile", "train", env={})
+    assert code != 0 and "MAGDI_NEO4J_PASSWORD" in out
+
+
+@needs_podman_compose
+def test_the_trainer_bolt_uri_and_data_source_are_overridable():
+    env = {**PASSWORD, "MAGDI_TRAINER_NEO4J_URI": "bolt://db.internal:7687",
+           "MAGDI_TRAIN_DATA__SOURCE": "jsonl:/app/outputs/mags.jsonl"}
+    code, out, config = compose_config("--profile", "train", env=env)
+    assert code == 0, out
+    trainer, api = config["services"]["trainer"], config["services"]["api"]
+    assert trainer["environment"]["MAGDI_NEO4J_URI"] == "bolt://db.internal:7687"
+    assert api["environment"]["MAGDI_NEO4J_URI"] == "bolt://neo4j:7687"
+    assert trainer["environment"]["MAGDI_TRAIN_DATA__SOURCE"] == "jsonl:/app/outputs/mags.jsonl"
+    assert "./outputs:/app/outputs" in trainer["volumes"]  # where an exported file is read from
+
+
+@needs_podman_compose
+@pytest.mark.parametrize("profile", ["", "train", "simulation"])
+def test_every_bind_mount_and_path_a_service_reads_is_in_the_repo(profile):
+    code, out, config = compose_config(*(["--profile", profile] if profile else []), env=PASSWORD)
+    assert code == 0, out
+    for name, svc in config["services"].items():
+        mounts = {}
+        for volume in svc.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if source.startswith("."):
+                mounts[target] = REPO / source
+                if source != "./outputs":  # written by the trainer; Compose creates it
+                    assert mounts[target].is_dir(), f"{name} mounts {source}, which is not in the repository"
+        for arg in svc.get("command", []):
+            for target, host in mounts.items():
+                if arg.startswith(target + "/"):
+                    assert (host / arg.removeprefix(target + "/")).exists(), f"{name} reads {arg}: not in {host}"
+
+
+def test_a_panel_points_at_the_compose_teachers():
+    from urllib.parse import urlsplit
+
+    from magdi.panel import load_panel
+    from services.generator.teachers.replay import RECORDED_MODELS
+
+    panel = load_panel(REPO / "configs" / "panels" / "compose-simulated.yaml")
+    teachers = as_argv(SERVICES["teachers"]["command"])
+    for agent in panel.agents:
+        url = urlsplit(agent.base_url)
+        assert (url.hostname, url.port) == ("teachers", int(teachers[teachers.index("--port") + 1]))
+        assert agent.model in RECORDED_MODELS
+
+
+def test_the_trainer_image_installs_the_tested_versions():
+    """trainer/constraints.txt is what the venv holds, and both the image and `make install` use it."""
+    import subprocess
+    import sys
+
+    check = subprocess.run([sys.executable, str(REPO / "scripts" / "trainer_constraints.py"), "--check"],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, ("trainer/constraints.txt differs from the tested venv; run "
+                                   "`.venv/bin/python scripts/trainer_constraints.py`:\n" + check.stdout + check.stderr)
+    pins = (REPO / "trainer" / "constraints.txt").read_text()
+    for package in ("torch", "transformers", "peft", "torch-geometric"):
+        assert re.search(rf"^{package}==\S+$", pins, re.M), package
+    runs = [args for word, args in instructions(dockerfile(SERVICES["trainer"])) if word == "RUN"]
+    assert any("-c trainer/constraints.txt" in r and ".[trainer]" in r for r in runs), runs
+    assert '-e ".[dev]" -c trainer/constraints.txt' in (REPO / "Makefile").read_text()

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.trustedhost import TrustedHostMiddleware
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from neo4j.exceptions import DriverError, Neo4jError
 from starlette.concurrency import run_in_threadpool
 
@@ -34,6 +35,7 @@ from services.api.throttle import CypherGate
 
 log = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
+DOCS_STATIC = "/docs-static"
 
 
 @asynccontextmanager
@@ -60,8 +62,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the app; `settings` default to the environment (`MAGDI_API_*`, `MAGDI_NEO4J_*`)."""
     settings = settings or get_settings()
-    app = FastAPI(title="magdi API", version=API_VERSION, lifespan=lifespan,
-                  description="Multi-agent debates as interaction graphs (MAGs) in Neo4j. See docs/api.md.")
+    # FastAPIOffline: a plain FastAPI app whose /docs and /redoc load Swagger UI / ReDoc from files
+    # shipped in the fastapi-offline package (served under /docs-static), not from a CDN.
+    app = FastAPIOffline(title="magdi API", version=API_VERSION, lifespan=lifespan, static_url=DOCS_STATIC,
+                         description="Multi-agent debates as interaction graphs (MAGs) in Neo4j. See docs/api.md.")
     app.state.settings = settings
     app.state.metrics = Metrics.create()
     app.state.cypher_gate = CypherGate(settings.cypher_max_concurrent, settings.cypher_rate_per_min)

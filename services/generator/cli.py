@@ -68,8 +68,11 @@ def worker(
 
 
 def teachers_serve(
-    solutions: Path = typer.Option(..., help="gsm8k model_solutions.jsonl (the recorded outputs)"),
-    questions: Path = typer.Option(..., help="the line-aligned gsm8k test.jsonl"),
+    solutions: Path = typer.Option(..., exists=True, dir_okay=False,
+                                   help="gsm8k model_solutions.jsonl (the recorded outputs), e.g. "
+                                        "data/gsm8k/model_solutions.jsonl"),
+    questions: Path = typer.Option(..., exists=True, dir_okay=False,
+                                   help="the line-aligned gsm8k test.jsonl, e.g. data/gsm8k/test.jsonl"),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8901),
     seed: int = typer.Option(0),

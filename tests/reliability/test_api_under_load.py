@@ -73,10 +73,12 @@ def test_reads_and_cypher_while_a_job_writes(store: GraphStore, neo4j_server: Ne
     settings = GeneratorSettings(concurrency=4, lease_s=30, counters_every_s=0.5)
     outcome: dict[str, JobResult | BaseException] = {}
 
+    t0 = time.monotonic()
+    # created before the readers start: a job that does not exist yet is a 404 for GET /v1/debates?job=
+    jobs.create(spec, total=N, owner=worker, lease_s=settings.lease_s)
+
     def job() -> None:
         try:
-            t0 = time.monotonic()
-            jobs.create(spec, total=N, owner=worker, lease_s=settings.lease_s)
             outcome["result"] = asyncio.run(run_job(prepare(spec), store, jobs, worker, settings, claimed_at=t0))
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             outcome["error"] = exc

@@ -60,7 +60,8 @@ def create_debate(body: DebateCreate, jobs: JobsDep, settings: SettingsDep, resp
                           debate_url=f"/v1/debates/{debate_id}")
 
 
-@router.get("", dependencies=[ReadAccess], responses={422: {"model": ErrorOut}})
+@router.get("", dependencies=[ReadAccess], responses={404: {"model": ErrorOut, "description": "unknown job"},
+                                                     422: {"model": ErrorOut}})
 def list_debates(store: StoreDep, flt: FilterDep, limit: PageLimit, cursor: str | None = None) -> DebatesPage:
     """Debate summaries in id order, filtered, keyset-paginated (`next_cursor`)."""
     try:

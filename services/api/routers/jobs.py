@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 
-from magdi.mag import JobStatus
+from magdi.mag import Job, JobStatus
 from magdi.policy import DataPathError, PolicyError
+from magdi.store.job_names import UnknownJob, candidate_ids
 from magdi.store.jobs import JobConflict
 from services.api.deps import (
     JobsDep,
@@ -23,7 +24,18 @@ from services.api.schemas import ErrorOut, JobCreate, JobPublic, JobsPublic
 from services.api.views import job_public, job_spec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
-JobId = Annotated[str, Path(min_length=1, max_length=200, description="job id: job-<name>")]
+JobId = Annotated[str, Path(min_length=1, max_length=200, description="job name or id (`demo` or `job-demo`)")]
+
+
+def stored_job(job_id: JobId, jobs: JobsDep) -> Job:
+    """The job a name or id means; a 404 listing the jobs there are when there is none."""
+    for candidate in candidate_ids(job_id):
+        if (job := jobs.get(candidate)) is not None:
+            return job
+    raise HTTPException(404, detail=str(UnknownJob(job_id, [j.id for j in jobs.list(limit=1000)])))
+
+
+StoredJob = Annotated[Job, Depends(stored_job)]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, dependencies=[WriteAccess],
@@ -65,23 +77,18 @@ def list_jobs(jobs: JobsDep, limit: PageLimit, trusted: TrustedDep, status: JobS
 
 
 @router.get("/{job_id}", dependencies=[ReadAccess], responses={404: {"model": ErrorOut}})
-def get_job(job_id: JobId, jobs: JobsDep, trusted: TrustedDep) -> JobPublic:
+def get_job(job: StoredJob, trusted: TrustedDep) -> JobPublic:
     """Progress, tokens, cost and errors of one job (redacted as in the list for anonymous readers)."""
-    job = jobs.get(job_id)
-    if job is None:
-        raise HTTPException(404, detail=f"no job {job_id!r}")
     return job_public(job, trusted=trusted)
 
 
 @router.delete("/{job_id}", dependencies=[WriteAccess], response_model=JobPublic,
                responses={204: {"description": "purged"}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}})
-def cancel_job(job_id: JobId, jobs: JobsDep,
+def cancel_job(job: StoredJob, jobs: JobsDep,
                purge: Annotated[bool, Query(description="delete the job node (its debates stay)")] = False,
                ) -> JobPublic | Response:
     """Cancel a queued or running job (its worker stops at the next lease renewal); `?purge=true` deletes it."""
-    job = jobs.get(job_id)
-    if job is None:
-        raise HTTPException(404, detail=f"no job {job_id!r}")
+    job_id = job.id
     if purge:
         jobs.cancel(job_id)
         jobs.delete(job_id)
