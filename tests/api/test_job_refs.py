@@ -23,7 +23,7 @@ from trainer.sources import DataError, JsonlSource, Neo4jSource
 def jobs(store, make_debate):
     """Job `alpha` (a :Job node and 2 debates) and `beta` (3 imported debates whose job node was purged)."""
     JobStore(store).create(JobSpec(name="alpha", dataset="gsm8k", data_path="gsm8k/test.jsonl",
-                                   panel={"agents": []}))
+                                   panel={"agents": [{"name": "a", "model": "m", "base_url": "http://127.0.0.1:9/v1"}]}))
     debates = [make_debate(i, job_id="job-alpha") for i in range(2)]
     debates += [make_debate(i, job_id="job-beta") for i in range(2, 5)]
     store.write_debates(debates)
