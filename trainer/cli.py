@@ -36,16 +36,20 @@ def train_command(
         cfg = load_config(config, set_)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    from magdi.models import ModelPullError
     from magdi.settings import Neo4jNotConfigured
     from magdi.store.connection import Neo4jUnavailable
     from trainer.train import train
 
     try:
         result = train(cfg)
-    except (DataError, ConfigError, Neo4jNotConfigured, Neo4jUnavailable, FileNotFoundError) as exc:
+    except (DataError, ConfigError, ModelPullError, Neo4jNotConfigured, Neo4jUnavailable, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
+    typer.secho(f"{result.action}: {result.output_dir}", err=True, fg=typer.colors.CYAN)
+    # the summary exactly as train_summary.json holds it, plus where things are
     typer.echo(json.dumps({"output_dir": str(result.output_dir), "adapter": str(result.artifact_dir),
-                           "steps": result.steps, "data": result.stats.as_dict()}, indent=1))
+                           "summary_file": str(result.output_dir / "train_summary.json"), **result.summary},
+                          indent=1))
 
 
 def eval_command(

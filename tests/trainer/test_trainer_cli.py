@@ -40,6 +40,27 @@ def test_train_command_with_a_recipe_and_overrides(app, tmp_path, synth, write_j
     assert report["steps"] == 2 and Path(report["adapter"], "adapter_config.json").is_file()
 
 
+def test_printed_summary_is_train_summary_json_with_truncation_counted(app, tmp_path, synth, write_jsonl) -> None:
+    from magdi.prompts import REFERENCE
+    from trainer.graphs import GraphSpec, MAGEncoder
+    from trainer.model import load_tokenizer
+
+    debates = [synth(i) for i in range(6)]
+    args = ["train", "--config", str(RECIPE), "--set", f"data.source=jsonl:{write_jsonl(debates)}", "--set",
+            f"run.output_dir={tmp_path / 'run'}", "--set", "optim.max_steps=1", "--set", "run.progress=false",
+            "--set", "data.split_fractions=[1.0, 0.0, 0.0]", "--set", "data.max_length=40"]
+    outcome = CliRunner().invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    printed = json.loads(outcome.output[outcome.output.index("{"):])
+    saved = json.loads(Path(printed["summary_file"]).read_text())
+    assert {k: printed[k] for k in saved} == saved
+    # counted independently: every node the trainer encodes at this length
+    encoder = MAGEncoder(load_tokenizer(str(tmp_path / "run" / "base")), GraphSpec(max_length=40, prompt_format=REFERENCE))
+    for d in debates:
+        encoder.encode(d)
+    assert saved["data"]["nodes_truncated"] == encoder.stats.nodes_truncated > 0
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["train", "--config", str(RECIPE), "--set", "optim.lrr=1"], "optim.lrr"),
     (["train", "--config", "/nonexistent.yaml"], "no such config file"),
