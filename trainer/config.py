@@ -74,12 +74,17 @@ class LoraSettings:
     """Dropout on the LoRA input."""
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     """Module names that get adapters (the paper: query and value projections)."""
+    last_layers: int | None = None
+    """Adapt only the last N decoder layers (None = all, the paper). Backward then stops N layers
+    below the top: the CPU recipe's main saving on a real model."""
 
     def __post_init__(self) -> None:
         _check(self.r >= 1, "lora.r", f"must be >= 1, got {self.r}")
         _check(self.alpha >= 1, "lora.alpha", f"must be >= 1, got {self.alpha}")
         _check(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
         _check(len(self.target_modules) > 0, "lora.target_modules", "must name at least one module")
+        _check(self.last_layers is None or self.last_layers >= 1, "lora.last_layers",
+               f"must be >= 1 or null, got {self.last_layers}")
 
 
 @dataclass

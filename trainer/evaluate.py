@@ -99,6 +99,8 @@ class EvalReport:
     mean output tokens, per-question predictions."""
     likelihood: dict[str, Any] | None = None
     """Held-out MAGs scored by student (and base): nll_per_token, preference_accuracy, nodes, pairs."""
+    warnings: list[str] = field(default_factory=list)
+    """What makes these figures weak (too few questions); `magdi eval` prints them."""
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -147,12 +149,6 @@ def items_from_debates(debates: list[Debate]) -> list[EvalItem]:
     for debate in debates:
         by_question.setdefault(debate.question.id, (debate.question, []))[1].append(debate.tokens_out)
     return [EvalItem(q, sum(t) / len(t) if any(t) else None) for q, t in by_question.values()]
-
-
-def items_from_split(cfg: TrainConfig, split: Split, *, limit: int | None = None,
-                     neo4j_settings: object | None = None) -> list[EvalItem]:
-    """Questions of the held-out `split` of the training source, with their debates' token counts."""
-    return items_from_debates(split_debates(cfg, split, limit=limit, neo4j_settings=neo4j_settings))
 
 
 def items_from_file(path: Path, fmt: str, *, dataset: str | None = None, limit: int | None = None) -> list[EvalItem]:
@@ -328,7 +324,8 @@ def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, d
         n=mine["n"], accuracy=mine["accuracy"], mean_output_tokens=mine["mean_output_tokens"],
         mean_debate_tokens=mine["mean_debate_tokens"], token_ratio=mine["token_ratio"],
         created_at=datetime.now(UTC).isoformat(), accuracy_ci95=mine["accuracy_ci95"], prompt_format=kind,
-        base=base, likelihood=likelihood or None, items=mine["items"])
+        base=base, likelihood=likelihood or None, items=mine["items"],
+        warnings=[w for w in (small_n_warning(mine["n"], mine["correct"]),) if w])
     out_dir = Path(out_dir or adapter_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(asdict(report), indent=1, ensure_ascii=False), encoding="utf-8")
@@ -336,14 +333,13 @@ def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, d
         write_model_card(Path(adapter_dir))
     log.info("accuracy %.4f on %d questions (%s), %.1f tokens/sample, ratio %s", report.accuracy, report.n,
              split, report.mean_output_tokens, report.token_ratio)
-    warning = small_n_warning(report.n, mine["correct"])
-    if warning:
-        log.warning(warning)
+    for warning in report.warnings:
+        log.info("warning: %s", warning)
     if driver is not None:
         from trainer.results import eval_rows, save_eval_run
 
         run = {k: v for k, v in asdict(report).items()
-               if k not in ("items", "decoding", "created_at", "base", "likelihood")}
+               if k not in ("items", "decoding", "created_at", "base", "likelihood", "warnings")}
         run.update(config_json=json.dumps(cfg.to_dict()), decoding_json=json.dumps(asdict(opts)),
                    created_at=datetime.fromisoformat(report.created_at))
         if base is not None:

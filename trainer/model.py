@@ -302,8 +302,13 @@ def build_student(cfg: TrainConfig, base: str, device: torch.device) -> tuple[MA
     causal_lm.config.use_cache = False
     if cfg.model.gradient_checkpointing:
         causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    layers = causal_lm.config.get_text_config().num_hidden_layers
+    if cfg.lora.last_layers is not None and cfg.lora.last_layers > layers:
+        raise ConfigError(f"lora.last_layers: {cfg.lora.last_layers} > the {layers} layers of {base}")
+    last = None if cfg.lora.last_layers is None else list(range(layers - cfg.lora.last_layers, layers))
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.target_modules), bias="none", task_type="CAUSAL_LM")
+                      target_modules=list(cfg.lora.target_modules), layers_to_transform=last, bias="none",
+                      task_type="CAUSAL_LM")
     lm = get_peft_model(causal_lm, lora)
     hidden = causal_lm.config.get_text_config().hidden_size
     student = MAGDiStudent(lm, hidden, cfg).to(device)

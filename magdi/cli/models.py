@@ -55,3 +55,36 @@ def path(name: str = typer.Argument(..., help="a pulled packaged model")) -> Non
         typer.echo(models.resolve(name, pull_missing=False))
     except models.ModelPullError as exc:
         raise fail(str(exc)) from None
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(8902, help="port on 127.0.0.1 (configs/panels/local-hf.yaml uses 8902)"),
+    detach: bool = typer.Option(False, "--detach", help="run in the background; `magdi models stop` stops it"),
+) -> None:
+    """Serve packaged models as real local teachers with HF's `transformers serve` (OpenAI-compatible)."""
+    from magdi.model_server import ModelServer, ModelServerError, start_detached
+
+    try:
+        if detach:
+            info = start_detached(port)
+            typer.echo(f"transformers serve on {info['base_url']} (pid {info['pid']}, log {info['log']}); "
+                       "`magdi models stop` stops it")
+            return
+        with ModelServer(port) as server:
+            typer.echo(f"transformers serve on {server.base_url} (pid {server.pid}, log {server.log_file}); Ctrl-C stops it")
+            try:
+                server.proc.wait()
+            except KeyboardInterrupt:
+                pass
+    except ModelServerError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def stop() -> None:
+    """Stop the server `magdi models serve --detach` started (by its recorded pid)."""
+    from magdi.model_server import stop_detached
+
+    pid = stop_detached()
+    typer.echo(f"stopped pid {pid}" if pid else "no model server running")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,24 @@ def test_printed_summary_is_train_summary_json_with_truncation_counted(app, tmp_
 def test_user_errors_exit_2_with_a_message(app, args: list[str], message: str) -> None:
     outcome = CliRunner().invoke(app, args)
     assert outcome.exit_code == 2 and message in outcome.output, outcome.output
+
+
+def test_eval_compares_with_the_base_on_the_same_questions_and_warns_when_n_is_small(app, trained_run,
+                                                                                       tmp_path) -> None:
+    cfg, result, _ = trained_run
+    moved = tmp_path / "moved-run"
+    shutil.copytree(result.output_dir, moved)  # a run directory somewhere else still evaluates
+    outcome = CliRunner().invoke(app, ["eval", "--adapter", str(moved / "adapter"), "--split", "test",
+                                       "--max-new-tokens", "6", "--compare-base", "--no-neo4j"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "only" in outcome.output and "95% interval" in outcome.output  # n is tiny: said so
+    assert "generate (student)" in outcome.output and "generate (base)" in outcome.output  # progress bars
+    saved = json.loads((moved / "eval.json").read_text())
+    assert [i["question_id"] for i in saved["base"]["items"]] == [i["question_id"] for i in saved["items"]]
+    low, high = saved["accuracy_ci95"]
+    assert 0.0 <= low <= saved["accuracy"] <= high <= 1.0 and high - low > 0.2
+    like = saved["likelihood"]
+    assert like["student"]["pairs"] == like["base"]["pairs"] > 0
+    assert like["student"]["nll_per_token"] != like["base"]["nll_per_token"]  # the adapter changed something
+    card = (moved / "adapter" / "README.md").read_text()
+    assert f"n = {saved['n']} questions" in card and "Base model without the adapter" in card
