@@ -30,12 +30,15 @@ def test_cli_module_imports_only_typer_and_the_stdlib() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def _train_args(source: Path, out: Path, *overrides: str) -> list[str]:
+    sets = [f"data.source=jsonl:{source}", f"run.output_dir={out}", "run.progress=false",
+            "data.split_fractions=[1.0, 0.0, 0.0]", *overrides]
+    return ["train", "--config", str(RECIPE), *[arg for s in sets for arg in ("--set", s)]]
+
+
 def test_train_command_with_a_recipe_and_overrides(app, tmp_path, synth, write_jsonl) -> None:
     path = write_jsonl([synth(i) for i in range(6)])
-    args = ["train", "--config", str(RECIPE), "--set", f"data.source=jsonl:{path}", "--set",
-            f"run.output_dir={tmp_path / 'run'}", "--set", "optim.max_steps=2", "--set", "run.progress=false",
-            "--set", "data.split_fractions=[1.0, 0.0, 0.0]", "--set", "lora.r=4"]
-    outcome = CliRunner().invoke(app, args)
+    outcome = CliRunner().invoke(app, _train_args(path, tmp_path / "run", "optim.max_steps=2", "lora.r=4"))
     assert outcome.exit_code == 0, outcome.output
     report = json.loads(outcome.output[outcome.output.index("{"):])
     assert report["steps"] == 2 and Path(report["adapter"], "adapter_config.json").is_file()
@@ -47,10 +50,8 @@ def test_printed_summary_is_train_summary_json_with_truncation_counted(app, tmp_
     from trainer.model import load_tokenizer
 
     debates = [synth(i) for i in range(6)]
-    args = ["train", "--config", str(RECIPE), "--set", f"data.source=jsonl:{write_jsonl(debates)}", "--set",
-            f"run.output_dir={tmp_path / 'run'}", "--set", "optim.max_steps=1", "--set", "run.progress=false",
-            "--set", "data.split_fractions=[1.0, 0.0, 0.0]", "--set", "data.max_length=40"]
-    outcome = CliRunner().invoke(app, args)
+    outcome = CliRunner().invoke(app, _train_args(write_jsonl(debates), tmp_path / "run", "optim.max_steps=1",
+                                                  "data.max_length=40"))
     assert outcome.exit_code == 0, outcome.output
     printed = json.loads(outcome.output[outcome.output.index("{"):])
     saved = json.loads(Path(printed["summary_file"]).read_text())
