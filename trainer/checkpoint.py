@@ -3,7 +3,11 @@
 An ARTEFACT directory is what users keep: a standard peft adapter (`adapter_config.json` +
 `adapter_model.safetensors`, loadable with `PeftModel.from_pretrained(base, dir)`), the training
 heads (`heads.pt`, not needed for inference), the tokenizer, the exact config
-(`trainer_config.yaml`) and `artifact.json` naming the base model to load under the adapter.
+(`trainer_config.yaml`), `artifact.json` naming the base model to load under the adapter and
+the prompt format it was trained with, and a model card (`README.md`, see `trainer.card`).
+The base is named portably: a hub id or packaged-model name as configured, or, for a base
+built inside the run directory (tiny models), a path relative to the artefact, so a moved run
+directory still loads (`resolve_base`).
 
 A CHECKPOINT is an artefact plus what exact resume needs: optimizer, scheduler and grad-scaler
 state (`trainer_state.pt`), every rank's RNG state (`rng-<rank>.pt`) and the data position
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 from dataclasses import asdict, dataclass
@@ -24,6 +29,7 @@ from typing import Any
 import torch
 import yaml
 
+from magdi import models
 from trainer.config import TrainConfig, from_dict
 from trainer.distributed import DistContext, barrier
 
@@ -45,15 +51,55 @@ class TrainState:
     micro_in_epoch: int = 0
 
 
+def base_reference(configured: str, loaded_from: str, artifact_dir: Path, run_dir: Path) -> str:
+    """How an artefact names its base: the packaged-model name or hub id as configured; a local
+    directory inside the run directory as a path relative to the artefact (`../base`); any other
+    local directory (the user's own) as its absolute path."""
+    if models.is_packaged(configured):
+        return configured
+    local = Path(loaded_from)
+    if not local.is_dir():
+        return configured  # a hub id
+    local = local.resolve()
+    if local.is_relative_to(run_dir.resolve()):
+        return os.path.relpath(local, artifact_dir.resolve())
+    return str(local)
+
+
+def resolve_base(artifact_dir: Path, reference: str) -> str:
+    """What `from_pretrained` needs for an artefact's base (see `base_reference`)."""
+    if models.is_packaged(reference):
+        return models.resolve(reference)
+    candidate = Path(artifact_dir) / reference
+    if not Path(reference).is_absolute() and candidate.is_dir():
+        return str(candidate.resolve())
+    return reference
+
+
 def save_artifact(path: Path, student: Any, tokenizer: Any, cfg: TrainConfig, base_model: str,
-                  extra: dict[str, Any] | None = None) -> Path:
-    """Write adapter + heads + tokenizer + config to `path` (created)."""
+                  extra: dict[str, Any] | None = None, *, run_dir: Path | None = None) -> Path:
+    """Write adapter + heads + tokenizer + config + metadata + model card to `path` (created).
+
+    `base_model` is where the base was loaded from; `run_dir` (default: `path`'s parent) decides
+    which local bases are named relative to the artefact.
+    """
+    from trainer.card import write_model_card
+
     path.mkdir(parents=True, exist_ok=True)
+    reference = base_reference(cfg.model.base, base_model, path, run_dir or path.parent)
     student.lm.save_pretrained(path)
+    adapter_config = json.loads((path / "adapter_config.json").read_text())
+    adapter_config["base_model_name_or_path"] = reference  # never an absolute path into the run dir
+    (path / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True))
     torch.save({"heads": student.heads_state(), "config": cfg.to_dict()}, path / HEADS_FILE)
     tokenizer.save_pretrained(path)
     (path / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
-    (path / ARTIFACT_FILE).write_text(json.dumps({"base_model": base_model, **(extra or {})}, indent=1))
+    meta = {"base_model": reference, **(extra or {})}
+    packaged = models.manifest(Path(base_model)) if Path(base_model).is_dir() else None
+    if packaged:
+        meta["base_packaged"] = {k: packaged[k] for k in ("hub_id", "quantization", "gguf_sha256", "packages")}
+    (path / ARTIFACT_FILE).write_text(json.dumps(meta, indent=1))
+    write_model_card(path)
     return path
 
 
@@ -73,14 +119,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(run_dir: Path, ctx: DistContext, *, student: Any, tokenizer: Any, cfg: TrainConfig,
                     base_model: str, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-                    state: TrainState, keep: int) -> Path:
+                    state: TrainState, keep: int, extra: dict[str, Any] | None = None) -> Path:
     """All ranks call this at the same step; rank 0 writes the shared parts, each rank its RNG."""
     root = run_dir / "checkpoints"
     final = root / f"step-{state.step:08d}"
     tmp = root / f".tmp-step-{state.step:08d}"
     if ctx.main:
         shutil.rmtree(tmp, ignore_errors=True)
-        save_artifact(tmp, student, tokenizer, cfg, base_model, {"step": state.step})
+        save_artifact(tmp, student, tokenizer, cfg, base_model, {"step": state.step, **(extra or {})},
+                      run_dir=run_dir)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None}, tmp / OPTIM_FILE)
         (tmp / STATE_FILE).write_text(json.dumps(asdict(state)))
@@ -145,7 +192,7 @@ def load_for_inference(path: Path, device: torch.device) -> tuple[Any, Any, Trai
 
     cfg, meta = read_artifact_config(path)
     plan = precision_plan(cfg.model.precision, device)
-    base = AutoModelForCausalLM.from_pretrained(meta["base_model"], dtype=plan.load_dtype)
+    base = AutoModelForCausalLM.from_pretrained(resolve_base(path, meta["base_model"]), dtype=plan.load_dtype)
     model = PeftModel.from_pretrained(base, str(path)).to(device)
     model.eval()
     return model, load_tokenizer(str(path)), cfg, meta

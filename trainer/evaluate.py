@@ -4,17 +4,27 @@
     magdi eval --adapter runs/m7b/adapter --data data/gsm8k/test.jsonl --format gsm8k --sample --k 5
 
 Only the generated continuation is parsed (never the prompt or special tokens: D19), with the
-project's one answer rule set (`magdi.answers`). Greedy and sampled decoding are separate,
-seeded runs. The efficiency metric compares the student's generated tokens per question with
-the teachers' generated tokens in the debates that produced the training data.
+project's one answer rule set (`magdi.answers`). The prompt is the one the student was trained
+with (`artifact.json`'s prompt format, rendered by `trainer.graphs.StudentPrompt`). Greedy and
+sampled decoding are separate, seeded runs. The efficiency metric compares the student's
+generated tokens per question with the teachers' generated tokens in the debates that produced
+the training data.
+
+`compare_base` runs the same questions through the base model (adapter disabled, same prompt,
+same decoding); with held-out MAGs (`--split`) both are also scored on the teachers' answers:
+NLL per token of the correct answers and preference accuracy (how often a correct answer is
+more likely, per token, than an incorrect one of the same MAG). Accuracy comes with its 95%
+Wilson interval, and a warning when n is too small for the figure to mean much.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
-from dataclasses import asdict, dataclass, field
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,11 +32,15 @@ from typing import Any
 import torch
 
 from magdi.answers import extract_answer, is_equivalent, majority_vote
-from magdi.mag import Question
+from magdi.mag import Debate, Question
+from magdi.prompts import REFERENCE
 from trainer.config import TrainConfig
-from trainer.data import debates_in_split
-from trainer.graphs import format_question, prompt_text
+from trainer.data import MAGCollator, debates_in_split
+from trainer.graphs import GraphSpec, MAGEncoder, StudentPrompt
 from trainer.sources import DataError, Split, open_source
+
+SMALL_N = 30
+"""Below this many questions an accuracy's 95% interval is wider than +-0.15: say so."""
 
 log = logging.getLogger(__name__)
 
@@ -77,28 +91,63 @@ class EvalReport:
     token_ratio: float | None
     """Teacher debate tokens per question / student tokens per question (k samples): > 1 means cheaper."""
     created_at: str
+    accuracy_ci95: list[float] = field(default_factory=list)
+    """95% Wilson interval of the accuracy over n questions."""
+    prompt_format: str = REFERENCE
+    base: dict[str, Any] | None = None
+    """The base model without the adapter on the same questions (compare_base): accuracy, interval,
+    mean output tokens, per-question predictions."""
+    likelihood: dict[str, Any] | None = None
+    """Held-out MAGs scored by student (and base): nll_per_token, preference_accuracy, nodes, pairs."""
+    warnings: list[str] = field(default_factory=list)
+    """What makes these figures weak (too few questions); `magdi eval` prints them."""
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
-# -- questions -----------------------------------------------------------------------------------------
-def items_from_split(cfg: TrainConfig, split: Split, *, limit: int | None = None,
-                     neo4j_settings: object | None = None) -> list[EvalItem]:
-    """Questions of the held-out `split` of the training source, with their debates' token counts."""
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sane at 0/n and n/n, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def small_n_warning(n: int, correct: int) -> str | None:
+    """A warning when n questions are too few for the accuracy to mean much (None otherwise)."""
+    if n >= SMALL_N:
+        return None
+    low, high = wilson_interval(correct, n)
+    return (f"only {n} questions: accuracy {correct / max(n, 1):.2f} has a 95% interval of {low:.2f}-{high:.2f}; "
+            f"differences smaller than that mean nothing (evaluate {SMALL_N}+ questions for a usable figure)")
+
+
+# -- questions ---------------------------------------------------------------------------------------------
+def split_debates(cfg: TrainConfig, split: Split, *, limit: int | None = None,
+                  neo4j_settings: object | None = None) -> list[Debate]:
+    """The debates of the first `limit` questions (with a gold answer) of a held-out split."""
     d = cfg.data
     source = open_source(d.source, dataset=d.dataset, job_id=d.job_id, batch_size=d.neo4j_batch_size,
                          settings=neo4j_settings)
-    by_question: dict[str, tuple[Question, list[int]]] = {}
+    kept: list[Debate] = []
+    questions: set[str] = set()
     for debate in debates_in_split(source, split, d.split_fractions, d.split_salt):
         q = debate.question
-        if q.gold_answer is None:
+        if q.gold_answer is None or (q.id not in questions and limit is not None and len(questions) >= limit):
             continue
-        if q.id not in by_question:
-            if limit is not None and len(by_question) >= limit:
-                continue
-            by_question[q.id] = (q, [])
-        by_question[q.id][1].append(debate.tokens_out)
-    if not by_question:
+        questions.add(q.id)
+        kept.append(debate)
+    if not kept:
         raise DataError(f"no questions with a gold answer in the {split} split of {source.describe()}")
+    return kept
+
+
+def items_from_debates(debates: list[Debate]) -> list[EvalItem]:
+    """One item per question, with its debates' mean generated tokens (the cost the student replaces)."""
+    by_question: dict[str, tuple[Question, list[int]]] = {}
+    for debate in debates:
+        by_question.setdefault(debate.question.id, (debate.question, []))[1].append(debate.tokens_out)
     return [EvalItem(q, sum(t) / len(t) if any(t) else None) for q, t in by_question.values()]
 
 
@@ -118,51 +167,50 @@ def training_debate_tokens(cfg: TrainConfig, neo4j_settings: object | None = Non
 
 
 # -- generation -----------------------------------------------------------------------------------------
-def generate(model: Any, tokenizer: Any, questions: list[Question], opts: DecodeOptions,
-             device: torch.device) -> list[list[tuple[str, int]]]:
-    """Per question, k (continuation text, generated token count) pairs."""
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """EOS ids: the tokenizer's, plus the model's generation config's (chat models end turns with them)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def generate(model: Any, tokenizer: Any, questions: list[Question], opts: DecodeOptions, device: torch.device,
+             *, prompt_format: str = REFERENCE, desc: str = "generate") -> list[list[tuple[str, int]]]:
+    """Per question, k (continuation text, generated token count) pairs; a progress bar per question."""
+    from tqdm.auto import tqdm
     from transformers import GenerationConfig
 
-    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    student = StudentPrompt(tokenizer, prompt_format)
+    stops, pad = _stop_ids(model, tokenizer), tokenizer.pad_token_id
     sampling = {} if opts.greedy else {"temperature": opts.temperature, "top_p": opts.top_p, "top_k": opts.top_k}
     gen_cfg = GenerationConfig(max_new_tokens=opts.max_new_tokens, do_sample=not opts.greedy,
-                               num_return_sequences=opts.k, eos_token_id=eos, pad_token_id=pad, **sampling)
+                               num_return_sequences=opts.k, eos_token_id=stops, pad_token_id=pad, **sampling)
     results: list[list[tuple[str, int]]] = []
-    for start in range(0, len(questions), opts.batch_size):
-        chunk = questions[start:start + opts.batch_size]
-        prompts = [bos + tokenizer(prompt_text(format_question(q)), add_special_tokens=False)["input_ids"] for q in chunk]
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # left padding
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        torch.manual_seed(opts.seed + start)  # reproducible samples for a given batch size
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
-        continuation = out[:, width:].cpu()
-        for i in range(len(chunk)):
-            samples = []
-            for row in continuation[i * opts.k:(i + 1) * opts.k].tolist():
-                n = row.index(eos) + 1 if eos in row else len(row)
-                samples.append((tokenizer.decode(row[:n], skip_special_tokens=True), n))
-            results.append(samples)
+    with tqdm(total=len(questions), desc=desc, unit="q", dynamic_ncols=True) as bar:
+        for start in range(0, len(questions), opts.batch_size):
+            chunk = questions[start:start + opts.batch_size]
+            prompts = [student.prompt_ids(q) for q in chunk]
+            width = max(len(p) for p in prompts)
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # left padding
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+            torch.manual_seed(opts.seed + start)  # reproducible samples for a given batch size
+            with torch.no_grad():
+                out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
+            continuation = out[:, width:].cpu()
+            for i in range(len(chunk)):
+                samples = []
+                for row in continuation[i * opts.k:(i + 1) * opts.k].tolist():
+                    n = next((j + 1 for j, t in enumerate(row) if t in stops), len(row))
+                    samples.append((tokenizer.decode(row[:n], skip_special_tokens=True), n))
+                results.append(samples)
+            bar.update(len(chunk))
     return results
 
 
-# -- the run ------------------------------------------------------------------------------------------------
-def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, dataset: str, split: str,
-             out_dir: Path | None = None, baseline_tokens: float | None = None, driver: Any = None,
-             database: str | None = None) -> EvalReport:
-    """Generate for every item, score, write `eval.json` to `out_dir` and (with a driver) an EvalRun.
-
-    `baseline_tokens` is the per-question debate cost used when items carry none (file mode).
-    """
-    from trainer.checkpoint import load_for_inference
-
-    if not items:
-        raise DataError("nothing to evaluate: no questions")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer, cfg, meta = load_for_inference(adapter_dir, device)
-    generations = generate(model, tokenizer, [it.question for it in items], opts, device)
+def score(items: list[EvalItem], generations: list[list[tuple[str, int]]], opts: DecodeOptions,
+          baseline_tokens: float | None = None) -> dict[str, Any]:
+    """Accuracy (with its interval), tokens and per-question rows of one model's generations."""
     rows, correct, tokens, debate_tokens = [], 0, [], []
     for item, samples in zip(items, generations, strict=True):
         q = item.question
@@ -180,24 +228,125 @@ def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, d
                      "samples": answers, "text": samples[0][0]})
     mean_debate = sum(c for c, _ in debate_tokens) / len(debate_tokens) if debate_tokens else None
     student = sum(s for _, s in debate_tokens) / len(debate_tokens) if debate_tokens else None
+    return {"n": len(items), "correct": correct, "accuracy": correct / len(items),
+            "accuracy_ci95": [round(x, 4) for x in wilson_interval(correct, len(items))],
+            "mean_output_tokens": sum(tokens) / len(tokens), "mean_debate_tokens": mean_debate,
+            "token_ratio": (mean_debate / student) if mean_debate and student else None, "items": rows}
+
+
+# -- likelihood of the teachers' answers ----------------------------------------------------------------
+@torch.no_grad()
+def answer_likelihood(model: Any, tokenizer: Any, debates: list[Debate], spec: GraphSpec, device: torch.device,
+                      *, batch_size: int = 8, desc: str = "score") -> dict[str, Any]:
+    """Score the teachers' answers of held-out MAGs under `model` (answer tokens only, prompt excluded).
+
+    Returns `nll_per_token` (mean over the answer tokens of the CORRECT nodes), `preference_accuracy`
+    (over every correct x incorrect node pair of the same MAG: the correct one has the higher mean
+    log-likelihood per token), and the counts behind them.
+    """
+    from tqdm.auto import tqdm
+
+    encoder = MAGEncoder(tokenizer, replace(spec, objective="sft-multi", keep_without_correct=True))
+    graphs = [g for g in (encoder.encode(d) for d in debates) if g is not None]
+    collate = MAGCollator(tokenizer.pad_token_id)
+    sums, counts, labels, groups = [], [], [], []
+    per_forward = max(1, batch_size // 4)  # MAGs per forward pass (a MAG has ~4-12 nodes)
+    with tqdm(total=sum(g.num_nodes for g in graphs), desc=desc, unit="node", dynamic_ncols=True) as bar:
+        for start in range(0, len(graphs), per_forward):
+            batch = collate(graphs[start:start + per_forward])
+            ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+            positions = torch.arange(1, ids.shape[1], device=device)
+            answer = (mask[:, 1:] == 1) & (positions[None, :] >= batch.prompt_length.to(device)[:, None])
+            sums += (-(logp * answer).sum(dim=1)).tolist()
+            counts += answer.sum(dim=1).tolist()
+            labels += batch.y.tolist()
+            groups += (batch.batch + start).tolist()  # node -> its MAG
+            bar.update(len(batch.y))
+    correct_nll = sum(s for s, y in zip(sums, labels, strict=True) if y == 1)
+    correct_tokens = sum(c for c, y in zip(counts, labels, strict=True) if y == 1)
+    mean_ll = [-s / max(c, 1) for s, c in zip(sums, counts, strict=True)]
+    wins = pairs = 0
+    for g in set(groups):
+        members = [i for i, x in enumerate(groups) if x == g]
+        for i in (m for m in members if labels[m] == 1):
+            for j in (m for m in members if labels[m] == 0):
+                pairs += 1
+                wins += mean_ll[i] > mean_ll[j]
+    return {"nll_per_token": correct_nll / correct_tokens if correct_tokens else None,
+            "preference_accuracy": wins / pairs if pairs else None, "mags": len(graphs),
+            "nodes": len(labels), "correct_tokens": int(correct_tokens), "pairs": pairs}
+
+
+# -- the run ------------------------------------------------------------------------------------------------
+def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, dataset: str, split: str,
+             out_dir: Path | None = None, baseline_tokens: float | None = None, driver: Any = None,
+             database: str | None = None, compare_base: bool = False,
+             debates: list[Debate] | None = None) -> EvalReport:
+    """Generate for every item, score, write `eval.json` to `out_dir` and (with a driver) an EvalRun.
+
+    `baseline_tokens` is the per-question debate cost used when items carry none (file mode).
+    `compare_base` also runs the base model alone on the same items; `debates` (held-out MAGs of
+    the items' questions) adds the likelihood scores.
+    """
+    from trainer.card import write_model_card
+    from trainer.checkpoint import load_for_inference
+
+    if not items:
+        raise DataError("nothing to evaluate: no questions")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer, cfg, meta = load_for_inference(adapter_dir, device)
+    kind = meta.get("prompt_format", REFERENCE)
+    spec = GraphSpec(max_length=cfg.data.max_length, remove_agreement=cfg.data.remove_agreement,
+                     agreement_prefixes=tuple(cfg.data.agreement_prefixes), prompt_format=kind)
+    passes = [("student", nullcontext)] + ([("base", model.disable_adapter)] if compare_base else [])
+    results: dict[str, dict[str, Any]] = {}
+    likelihood: dict[str, Any] = {}
+    for who, context in passes:
+        with context():
+            generations = generate(model, tokenizer, [it.question for it in items], opts, device,
+                                   prompt_format=kind, desc=f"generate ({who})")
+            results[who] = score(items, generations, opts, baseline_tokens)
+            if debates:
+                likelihood[who] = answer_likelihood(model, tokenizer, debates, spec, device, batch_size=opts.batch_size,
+                                                    desc=f"score answers ({who})")
+    mine = results["student"]
+    base = None
+    if compare_base:
+        b = results["base"]
+        base = {k: b[k] for k in ("accuracy", "accuracy_ci95", "correct", "mean_output_tokens", "token_ratio")}
+        base["items"] = [{k: r[k] for k in ("question_id", "predicted", "correct", "output_tokens", "text")}
+                         for r in b["items"]]
     report = EvalReport(
         id=f"eval-{uuid.uuid4().hex[:16]}", model=str(meta.get("base_model", cfg.model.base)),
         adapter_path=str(Path(adapter_dir).resolve()), dataset=dataset, split=split, decoding=asdict(opts),
-        n=len(items), accuracy=correct / len(items), mean_output_tokens=sum(tokens) / len(tokens),
-        mean_debate_tokens=mean_debate, token_ratio=(mean_debate / student) if mean_debate and student else None,
-        created_at=datetime.now(UTC).isoformat(), items=rows)
+        n=mine["n"], accuracy=mine["accuracy"], mean_output_tokens=mine["mean_output_tokens"],
+        mean_debate_tokens=mine["mean_debate_tokens"], token_ratio=mine["token_ratio"],
+        created_at=datetime.now(UTC).isoformat(), accuracy_ci95=mine["accuracy_ci95"], prompt_format=kind,
+        base=base, likelihood=likelihood or None, items=mine["items"],
+        warnings=[w for w in (small_n_warning(mine["n"], mine["correct"]),) if w])
     out_dir = Path(out_dir or adapter_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval.json").write_text(json.dumps(asdict(report), indent=1, ensure_ascii=False), encoding="utf-8")
+    if out_dir.resolve() in (Path(adapter_dir).resolve(), Path(adapter_dir).resolve().parent):
+        write_model_card(Path(adapter_dir))
     log.info("accuracy %.4f on %d questions (%s), %.1f tokens/sample, ratio %s", report.accuracy, report.n,
              split, report.mean_output_tokens, report.token_ratio)
+    for warning in report.warnings:
+        log.info("warning: %s", warning)
     if driver is not None:
         from trainer.results import eval_rows, save_eval_run
 
-        run = {k: v for k, v in asdict(report).items() if k not in ("items", "decoding", "created_at")}
+        run = {k: v for k, v in asdict(report).items()
+               if k not in ("items", "decoding", "created_at", "base", "likelihood", "warnings")}
         run.update(config_json=json.dumps(cfg.to_dict()), decoding_json=json.dumps(asdict(opts)),
                    created_at=datetime.fromisoformat(report.created_at))
+        if base is not None:
+            run.update(base_accuracy=base["accuracy"], base_mean_output_tokens=base["mean_output_tokens"])
+        if likelihood:
+            run["likelihood_json"] = json.dumps(likelihood)
         run = {k: v for k, v in run.items() if v is not None}
         save_eval_run(driver, run, eval_rows([(it.question, r["predicted"], r["correct"], r["output_tokens"])
-                                              for it, r in zip(items, rows, strict=True)]), database=database)
+                                              for it, r in zip(items, mine["items"], strict=True)]), database=database)
     return report

@@ -25,34 +25,40 @@ from torch_geometric.data import Data
 
 from magdi.answers import remove_agreement
 from magdi.mag import Debate, Question, Response
+from magdi.prompts import REFERENCE, PromptFormat, answer_text
 
 log = logging.getLogger(__name__)
 
-_LETTERS = "ABCDEFGHIJ"
+
+# -- texts as the student sees them (the formats themselves live in magdi.prompts) ---------------------
+def adds_bos(tokenizer: object) -> bool:
+    """Whether the tokenizer puts BOS in front of a text by itself (Mistral, Llama 2, tiny: yes; SmolLM2: no)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
 
 
-# -- texts (spec §2.2, §6.2) ------------------------------------------------------------------------
-def format_question(q: Question) -> str:
-    """The `{question}` of the template: the text, plus lettered options for choice questions.
+class StudentPrompt:
+    """A prompt format bound to the student's tokenizer: the ONE place that turns a question into
+    prompt token ids (generation) and node texts into training ids, with the BOS/EOS conventions.
 
-    The reference expects options inside the question text (spec §3.1); ours keeps them in
-    `Question.options`, so they are appended here (unless the text already lists them all), the
-    same way for training nodes and evaluation prompts.
+    `reference`: BOS when the tokenizer adds one itself, then the text, then EOS (spec §2.2,
+    `add_eos_token=True`). `chat_template`: the rendered text carries its own special tokens and
+    ends with the template's end-of-turn marker, so nothing is added.
     """
-    text = q.text
-    if q.options and not all(opt in text for opt in q.options):
-        text += " Answer choices: " + " ".join(f"({_LETTERS[i]}) {opt}" for i, opt in enumerate(q.options))
-    return text
 
+    def __init__(self, tokenizer: object, kind: str = REFERENCE) -> None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is None:
+            raise ValueError("the tokenizer has no EOS token; node texts must end with one (spec §2.2)")
+        self.tokenizer = tokenizer
+        self.format = PromptFormat(kind, tokenizer)  # type: ignore[arg-type]
+        chat = self.format.text_has_special_tokens
+        self.bos: list[int] = [] if chat or not adds_bos(tokenizer) else [tokenizer.bos_token_id]
+        self.eos: list[int] = [] if chat else [eos]
 
-def prompt_text(question: str) -> str:
-    """The evaluation prompt, a prefix of every node text (no trailing space)."""
-    return f"[INST] ### Question: {question}[/INST] ### Answer:"
-
-
-def node_text(question: str, reasoning: str, answer: str) -> str:
-    """`[INST] ### Question: {q}[/INST] ### Answer: {reasoning} So the answer is {answer}` (exact spacing)."""
-    return f"{prompt_text(question)} {reasoning} So the answer is {answer}"
+    def prompt_ids(self, question: Question) -> list[int]:
+        """Token ids the student generates from (no padding)."""
+        return self.bos + self.tokenizer(self.format.prompt(question), add_special_tokens=False)["input_ids"]
 
 
 def question_hash(question_id: str) -> int:
@@ -102,6 +108,8 @@ class GraphSpec:
     max_length: int = 2048
     remove_agreement: bool = True
     agreement_prefixes: tuple[str, ...] = ("I agree", "I disagree")
+    prompt_format: str = REFERENCE
+    """`reference` or `chat_template` (resolved; see magdi.prompts)."""
 
 
 @dataclass
@@ -152,16 +160,18 @@ def plan_graph(debate: Debate, spec: GraphSpec) -> NodePlan | Skip:
     return NodePlan(nodes, labels, nll, pairs, edges, excluded)
 
 
-def node_texts(debate: Debate, nodes: Sequence[Response], spec: GraphSpec) -> tuple[str, list[str]]:
-    """(prompt, node texts) of planned nodes; reasoning cleaned of agreement sentences (§2.4)."""
-    question = format_question(debate.question)
+def node_texts(debate: Debate, nodes: Sequence[Response], spec: GraphSpec, tokenizer: object = None
+               ) -> tuple[str, list[str]]:
+    """(prompt, node texts) of planned nodes in the spec's prompt format; reasoning cleaned of
+    agreement sentences (§2.4). Every text starts with the prompt."""
+    fmt = PromptFormat(spec.prompt_format, tokenizer)  # type: ignore[arg-type]
     out = []
     for r in nodes:
         reasoning = r.reasoning or ""
         if spec.remove_agreement:
             reasoning = remove_agreement(reasoning, spec.agreement_prefixes)
-        out.append(node_text(question, reasoning, str(r.answer)))
-    return prompt_text(question), out
+        out.append(fmt.text(debate.question, answer_text(reasoning, r.answer)))
+    return fmt.prompt(debate.question), out
 
 
 # -- encoding --------------------------------------------------------------------------------------
@@ -172,11 +182,8 @@ class MAGEncoder:
         self.tokenizer = tokenizer
         self.spec = spec
         self.stats = DataStats()
-        self._bos: list[int] = [] if getattr(tokenizer, "bos_token_id", None) is None else [tokenizer.bos_token_id]
-        eos = getattr(tokenizer, "eos_token_id", None)
-        if eos is None:
-            raise ValueError("the tokenizer has no EOS token; node texts must end with one (spec §2.2)")
-        self._eos = [eos]
+        self.student = StudentPrompt(tokenizer, spec.prompt_format)
+        self._bos, self._eos = self.student.bos, self.student.eos
 
     def encode(self, debate: Debate) -> Data | None:
         """The MAG as a graph, or None (skipped and counted)."""
@@ -188,7 +195,7 @@ class MAGEncoder:
             return None
         if not any(plan.nll):
             self.stats.no_correct_kept += 1
-        prompt, texts = node_texts(debate, plan.nodes, self.spec)
+        prompt, texts = node_texts(debate, plan.nodes, self.spec, self.tokenizer)
         ids, prompt_lens = self._tokenize(prompt, texts)
         n = len(plan.nodes)
         self.stats.mags_used += 1
@@ -248,18 +255,22 @@ class ScanResult:
     texts: list[str] = field(default_factory=list)
 
 
-def scan_debates(debates: Iterable[Debate], spec: GraphSpec, *, collect_texts: bool = False) -> ScanResult:
+def scan_debates(debates: Iterable[Debate], spec: GraphSpec, *, collect_texts: bool = False,
+                 tokenizer: object = None) -> ScanResult:
     """Count usable MAGs and teachers' round-0 accuracy over already split-filtered debates.
 
     Round-0 accuracy of an agent = correct round-0 answers / training MAGs it sat in (a missing or
     invalid answer counts as wrong), the single-teacher baseline's "strongest teacher" criterion.
+    With a `tokenizer`, node texts are tokenised too, so `nodes_truncated` counts the nodes that
+    training will cut to `max_length` (the stream's own counters then say the same).
     """
     stats = DataStats()
     seen: dict[str, int] = {}
     correct: dict[str, int] = {}
-    correct_r0_per_debate: list[frozenset[str]] = []
+    per_debate: list[tuple[frozenset[str], int, int]] = []  # (round-0 correct agents, nodes, truncated)
     texts: list[str] = []
     tokens_out: list[int] = []
+    encoder = MAGEncoder(tokenizer, spec) if tokenizer is not None else None
     # sft-single's targets depend on the strongest teacher, known only after this pass: plan as
     # sft-multi now and keep the per-MAG round-0 winners to count sft-single's MAGs at the end
     multi = replace(spec, objective="magdi" if spec.objective == "magdi" else "sft-multi")
@@ -271,7 +282,6 @@ def scan_debates(debates: Iterable[Debate], spec: GraphSpec, *, collect_texts: b
         good = frozenset(r.agent for r in debate.responses if r.round == 0 and r.label == 1)
         for agent in good:
             correct[agent] = correct.get(agent, 0) + 1
-        correct_r0_per_debate.append(good)
         plan = plan_graph(debate, multi)
         stats.nodes_excluded += plan.excluded
         if isinstance(plan, Skip):
@@ -279,19 +289,28 @@ def scan_debates(debates: Iterable[Debate], spec: GraphSpec, *, collect_texts: b
             continue
         if spec.objective == "magdi" and not any(plan.nll):
             stats.no_correct_kept += 1
-        stats.mags_used += 1
-        stats.nodes_used += len(plan.nodes)
-        if collect_texts:
-            texts.extend(node_texts(debate, plan.nodes, spec)[1])
-    accuracy = {a: correct.get(a, 0) / n for a, n in sorted(seen.items())}
+        truncated = 0
+        if encoder is not None or collect_texts:
+            prompt, node_strings = node_texts(debate, plan.nodes, spec, tokenizer)
+            if collect_texts:
+                texts.extend(node_strings)
+            if encoder is not None:
+                before = encoder.stats.nodes_truncated
+                encoder._tokenize(prompt, node_strings)
+                truncated = encoder.stats.nodes_truncated - before
+        per_debate.append((good, len(plan.nodes), truncated))
     strongest = spec.strongest_agent
+    accuracy = {a: correct.get(a, 0) / n for a, n in sorted(seen.items())}
     if spec.objective == "sft-single":
         if strongest is None and accuracy:
             strongest = min(accuracy, key=lambda a: (-accuracy[a], a))
         if strongest is not None and strongest not in accuracy:
             raise ValueError(f"data.strongest_agent: {strongest!r} is not an agent of the training MAGs "
                              f"(agents: {', '.join(accuracy) or 'none'})")
-        used = sum(1 for good in correct_r0_per_debate if strongest in good)
-        stats.skipped_no_target += stats.mags_used - used
-        stats.mags_used = used
+        kept = [row for row in per_debate if strongest in row[0]]
+        stats.skipped_no_target += len(per_debate) - len(kept)
+        per_debate = kept
+    stats.mags_used = len(per_debate)
+    stats.nodes_used = sum(n for _, n, _ in per_debate)
+    stats.nodes_truncated = sum(t for _, _, t in per_debate)
     return ScanResult(stats.mags_used, stats, accuracy, strongest, tokens_out, texts)

@@ -59,13 +59,25 @@ def next_token_targets(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torc
     return hidden[:, :-1][keep], targets[keep]
 
 
-def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def target_rows(labels: torch.Tensor) -> torch.Tensor:
+    """(K,) the row of each token `next_token_targets` keeps, in the same order."""
+    return torch.nonzero(labels[:, 1:] != IGNORE_INDEX, as_tuple=True)[0]
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy over all scored tokens of the micro-batch (HF convention).
 
     Args:
-        logits: (K, V); targets: (K,). Returns a scalar (float32).
+        logits: (K, V); targets: (K,); weights: optional (K,) token weights, the mean becomes
+            sum(w * ce) / sum(w), i.e. a token of weight 2 counts as if its sequence appeared twice
+            in the micro-batch (the reference's replicated positives, spec §5.1-§5.2).
+    Returns a scalar (float32).
     """
-    return F.cross_entropy(logits.float(), targets)
+    if weights is None:
+        return F.cross_entropy(logits.float(), targets)
+    losses = F.cross_entropy(logits.float(), targets, reduction="none")
+    weights = weights.to(losses.dtype)
+    return (losses * weights).sum() / weights.sum()
 
 
 def node_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

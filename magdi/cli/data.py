@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from magdi.answers import task_for_dataset
 from magdi.cli.common import console, debate_filter, fail, store_or_exit, user_errors
 from magdi.formats import jsonl, magdi_ref
 from magdi.formats.exports import EXPORTERS, exporter
+from magdi.formats.sft import check_prompt_format
 from magdi.mag import TaskType
 from magdi.rounding import round_floats
 from magdi.store.cypher import CypherRejected, run_readonly
@@ -62,10 +64,18 @@ def export(
     fmt: str = typer.Option("jsonl", "--format", help=f"one of: {', '.join(sorted(EXPORTERS))}"),
     dataset: str | None = typer.Option(None),
     job: str | None = typer.Option(None, help="job name or id (demo or job-demo)"),
+    prompt_format: str | None = typer.Option(
+        None, "--prompt-format",
+        help="sft/dpo: chat_template (messages, default) or reference ([INST] ### Question: ... prompt/completion); "
+             "the same prompt `magdi train` uses with that model.prompt_format"),
 ) -> None:
     """Export MAGs, streamed from Neo4j (magdi-ref as a JSON list, the others as JSON lines)."""
     with user_errors():
         to_records = exporter(fmt)
+        if prompt_format is not None:
+            if fmt not in ("sft", "dpo"):
+                raise fail(f"--prompt-format applies to the sft and dpo formats, not {fmt}")
+            to_records = functools.partial(to_records, prompt_format=check_prompt_format(prompt_format))
     with store_or_exit() as store:
         flt = debate_filter(store, dataset=dataset, job=job)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def test_sft_keeps_correct_valid_responses_cleaned_and_traced():
     records = list(sft.iter_records([d]))
     assert [r["metadata"]["node_id"] for r in records] == [d.response_id("alice", 0), d.response_id("alice", 1)]
     first = records[0]
-    assert first["messages"][0] == {"role": "user", "content": "Where do fish live?\nAnswer choices: (A) sea (B) tree"}
+    assert first["messages"][0] == {"role": "user", "content": "Where do fish live? Answer choices: (A) sea (B) tree"}
     assert first["messages"][1] == {"role": "assistant", "content": "alice r0. Fish swim So the answer is A"}
     assert first["metadata"] | {"debate_id": d.id, "model": "alice-m", "prompt_hash": "p-alice-0",
                                 "round": 0, "agent": "alice"} == first["metadata"]

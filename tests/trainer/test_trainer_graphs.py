@@ -7,12 +7,18 @@ import json
 import pytest
 
 from magdi.mag import Agent, Debate, ParseStatus, Question, Response, TaskType, full_visibility_edges
-from trainer.graphs import GraphSpec, MAGEncoder, node_text, prompt_text, scan_debates
+from magdi.prompts import REFERENCE, PromptFormat, answer_text, reference_prompt
+from trainer.graphs import GraphSpec, MAGEncoder, scan_debates
+
+
+def _q(text: str) -> Question:
+    return Question(dataset="toy", qid="1", text=text, task=TaskType.NUMBER, gold_answer="18")
 
 
 def test_node_text_is_the_reference_template_exactly() -> None:
-    assert prompt_text("What is 9 + 9?") == "[INST] ### Question: What is 9 + 9?[/INST] ### Answer:"
-    assert node_text("Q?", "Add them.", "18.0") == "[INST] ### Question: Q?[/INST] ### Answer: Add them. So the answer is 18.0"
+    assert reference_prompt(_q("What is 9 + 9?")) == "[INST] ### Question: What is 9 + 9?[/INST] ### Answer:"
+    text = PromptFormat(REFERENCE).text(_q("Q?"), answer_text("Add them.", "18.0"))
+    assert text == "[INST] ### Question: Q?[/INST] ### Answer: Add them. So the answer is 18.0"
 
 
 def test_encoded_node_is_bos_text_eos_and_prompt_length_marks_the_answer(tokenizer, synth) -> None:
@@ -22,7 +28,7 @@ def test_encoded_node_is_bos_text_eos_and_prompt_length_marks_the_answer(tokeniz
     assert first[0] == tokenizer.bos_token_id and first[-1] == tokenizer.eos_token_id
     p = int(data.prompt_length[0])
     r = debate.sorted_responses()[0]
-    assert tokenizer.decode(first[1:p]) == prompt_text(debate.question.text)
+    assert tokenizer.decode(first[1:p]) == reference_prompt(debate.question)
     assert tokenizer.decode(first[p:-1]) == f" {r.reasoning} So the answer is {r.answer}"
 
 

@@ -57,9 +57,37 @@ def test_one_pass_gives_the_same_nll_and_ranking_as_two_passes(make_student, bat
     e2e.eval(), ref.eval()
     with torch.no_grad():
         a, b = e2e.compute_terms(batch), ref.compute_terms(batch)
-    assert a.nll.item() == pytest.approx(b.nll.item(), abs=1e-5)
     assert a.rank.item() == pytest.approx(b.rank.item(), abs=1e-5)
-    assert a.node.item() != pytest.approx(b.node.item(), abs=1e-6)  # only the GCN features differ
+    assert a.node.item() != pytest.approx(b.node.item(), abs=1e-6)  # the GCN features differ
+    # and L+ counts a positive once per pair it belongs to in reference mode (next test)
+
+
+def test_reference_mode_counts_a_positive_once_per_pair_as_the_reference_does(make_student, tokenizer) -> None:
+    """2 correct, 3 incorrect nodes: the reference trains rows (pos0, pos1, pos0) and averages HF's
+    causal-LM loss over all their tokens; end_to_end trains each correct node once."""
+    from magdi.mag import Agent, Debate, Question, Response, TaskType
+
+    q = Question(dataset="toy", qid="q", text="What is 3 + 4?", task=TaskType.NUMBER, gold_answer="7")
+    cells = [("a", "3 + 4 = 7.", "7", True), ("b", "Three plus four is seven, clearly.", "7", True),
+             ("c", "3 * 4 = 12.", "12", False), ("d", "4 - 3 = 1.", "1", False), ("e", "No idea.", "0", False)]
+    debate = Debate(question=q, panel=[Agent(name=n, model="m") for n, *_ in cells],
+                    responses=[Response(agent=n, round=0, reasoning=r, answer=a, correct=ok) for n, r, a, ok in cells])
+    data = MAGEncoder(tokenizer, GraphSpec()).encode(debate)
+    batch = MAGCollator(tokenizer.pad_token_id)([data])
+    assert batch.pair_index[0].tolist() == [0, 1, 0]
+
+    def hf_loss(student, rows: list[int]) -> float:
+        ids, mask = batch.input_ids[rows], batch.attention_mask[rows]
+        with torch.no_grad():
+            return float(student.lm(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss)
+
+    for mode, rows in (("reference", [0, 1, 0]), ("end_to_end", [0, 1])):
+        student = make_student(f"mode={mode}")
+        student.eval()
+        with torch.no_grad():
+            nll = student.compute_terms(batch).nll.item()
+        assert nll == pytest.approx(hf_loss(student, rows), abs=1e-5), mode
+        assert nll != pytest.approx(hf_loss(student, [0, 1, 0] if mode == "end_to_end" else [0, 1]), abs=1e-5)
 
 
 def test_end_to_end_runs_the_lm_once_and_reference_twice(make_student, batch) -> None:

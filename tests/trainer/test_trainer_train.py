@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,11 @@ def test_resume_continues_the_same_loss_curve(tiny_config, synth, write_jsonl) -
     cfg = tiny_config(path, *common, "run.save_every=3", out="resumed")
     first = train(cfg, stop_after=3)  # "preempted" mid-epoch, right after a checkpoint
     assert first.artifact_dir is None and len(first.history) == 3
+    metrics_file = Path(cfg.run.output_dir) / "metrics.jsonl"
+    with metrics_file.open("a") as fh:  # the process logged step 4, then died before checkpointing it
+        fh.write(json.dumps({**first.history[-1], "step": 4}) + "\n")
     second = train(cfg)
+    assert second.action == "resumed from step 3"
     assert [h["step"] for h in second.history] == [4, 5, 6]
     resumed = first.history + second.history
     for a, b in zip(straight, resumed, strict=True):
@@ -102,7 +107,28 @@ def test_run_writes_the_artefact_logs_and_summary(trained_run) -> None:
     assert any((out / "tb").iterdir())  # TensorBoard events
     assert len((out / "metrics.jsonl").read_text().splitlines()) == result.steps == 3
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["steps"] == 3 and summary["scan"]["mags_used"] == result.stats.mags_used
+    assert summary["steps"] == 3 and summary["data"]["mags_used"] == result.stats.mags_used
+    assert summary == result.summary and summary["action"] == "started"
+
+
+def test_rerunning_a_finished_run_trains_nothing_and_starting_over_replaces_it(tiny_config, synth, write_jsonl,
+                                                                                caplog) -> None:
+    cfg = tiny_config(write_jsonl([synth(i) for i in range(6)]), "optim.max_steps=3", "run.save_every=1")
+    out = Path(cfg.run.output_dir)
+    first = train(cfg)
+    steps = lambda: [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    assert first.action == "started" and steps() == [1, 2, 3]
+    with caplog.at_level("WARNING"):
+        again = train(cfg)
+    assert again.action == "already finished" and again.history == [] and again.student is None
+    assert "already finished" in caplog.text and "run.resume=false" in caplog.text
+    assert again.summary == json.loads((out / "train_summary.json").read_text()) == first.summary
+    assert steps() == [1, 2, 3]  # no step logged twice
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        over = train(replace(cfg, run=replace(cfg.run, resume=False)))
+    assert over.action == "started" and "starting over" in caplog.text and steps() == [1, 2, 3]
+    assert [h["loss"] for h in over.history] == pytest.approx([h["loss"] for h in first.history])
 
 
 @pytest.mark.parametrize("objective", ["sft-single", "sft-multi"])
