@@ -93,6 +93,8 @@ class ProtocolIn(_In):
     max_rounds: int = Field(3, ge=0, le=20, description="discussion rounds after round 0")
     topology: str = Field("all", min_length=1, max_length=2_000, description="all | ring | 'a->b,b->c'")
     reask: bool = Field(True, description="re-ask once when a reply cannot be parsed")
+    missing_confidence: Literal["zero", "ignore"] = Field(
+        "zero", description="a missing confidence in the team vote: zero (ReConcile: counts as 0.0) | ignore")
 
 
 class DebateCreate(_In):

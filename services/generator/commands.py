@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limit: int | None, offset: int,
                  job: str, resume: bool, protocol: str, max_rounds: int, topology: str, convincing: Path | None,
-                 reask: bool, concurrency: int | None, show_progress: bool) -> None:
+                 reask: bool, missing_confidence: str, concurrency: int | None, show_progress: bool) -> None:
     settings = get_settings()
     with user_errors():
         panel_cfg = load_panel(panel)
@@ -46,7 +46,8 @@ def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limi
         demos = (load_convincing(convincing, dataset, sample[0].task, [a.demos_key for a in panel_cfg.agents])
                  if convincing else {})
         protocol_cfg = ProtocolConfig(name=protocol, max_rounds=max_rounds, topology=topology, reask=reask,
-                                      demos=demos, demos_source=str(convincing) if convincing else None)
+                                      missing_confidence=missing_confidence, demos=demos,
+                                      demos_source=str(convincing) if convincing else None)
         spec = build_spec(name=job, dataset=dataset, data_path=str(data.resolve()), data_format=data_format,
                           offset=offset, limit=limit, panel=panel_cfg, protocol=protocol_cfg)
         prepared = prepare(spec)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from magdi.answers import (
     AnswerParseError,
+    MissingConfidence,
     is_equivalent,
     majority_vote,
     normalize_answer,
@@ -39,6 +40,9 @@ class ProtocolConfig(BaseModel):
     max_rounds: int = Field(3, ge=0, le=20, description="discussion rounds after round 0 (paper: 3)")
     topology: Topology = Field("all", description="all | ring | explicit [source, target] agent pairs")
     reask: bool = Field(True, description="one re-ask quoting the parse error before storing 'invalid'")
+    missing_confidence: MissingConfidence = Field(
+        "zero", description="a missing confidence in the team vote: 'zero' (ReConcile: 0.0, recalibrated to 0.1) "
+                            "or 'ignore' (no weight)")
     demos: dict[str, list[Demo]] = Field(default_factory=dict, description="convincing samples by file stem")
     demos_source: str | None = Field(None, description="where the demos were read from (informational)")
 
