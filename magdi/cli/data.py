@@ -139,18 +139,18 @@ def stats(
     if fmt == "json":
         typer.echo(json.dumps(asdict(s), default=str))
         return
-    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     scope = " ".join(f"{k}={v}" for k, v in (("dataset", dataset), ("job", job)) if v) or "all debates"
     summary = Table(title=f"MAG stats: {scope}", show_header=False)
     for key, value in [
         ("debates", f"{s.debates} ({s.complete} complete)"),
         ("consensus rate", pct(s.consensus_rate)),
-        ("mean rounds", "-" if s.mean_rounds is None else f"{s.mean_rounds:.2f}"),
+        ("mean rounds", "n/a" if s.mean_rounds is None else f"{s.mean_rounds:.2f}"),
         ("team accuracy (weighted vote)", pct(s.team_accuracy)),
         ("majority-vote accuracy", pct(s.majority_accuracy)),
         ("responses (invalid)", f"{s.responses} ({s.invalid_responses})"),
         ("tokens in / out", f"{s.tokens_in} / {s.tokens_out}"),
-        ("tokens per debate", "-" if s.tokens_per_debate is None else f"{s.tokens_per_debate:.0f}"),
+        ("tokens per debate", "n/a" if s.tokens_per_debate is None else f"{s.tokens_per_debate:.0f}"),
         ("cost (USD)", f"{s.cost_usd:.4f}"),
     ]:
         summary.add_row(key, value)

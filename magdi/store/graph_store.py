@@ -128,6 +128,11 @@ class Stats:
     agents: list[dict[str, Any]] = field(default_factory=list)
 
 
+def ratio(part: float, whole: int) -> float | None:
+    """part / whole, or None when nothing was counted (never NaN: the figure is unknown, not 0)."""
+    return part / whole if whole else None
+
+
 def encode_cursor(*key: str) -> str:
     """An opaque page token holding the sort key of the last row served (keyset pagination)."""
     return base64.urlsafe_b64encode(json.dumps({"after": key[0] if len(key) == 1 else list(key)}).encode()).decode()
@@ -331,11 +336,9 @@ class GraphStore:
         WITH collect(d) AS ds
         RETURN size(ds) AS debates,
                size([d IN ds WHERE d.status = 'complete']) AS complete,
-               CASE WHEN size(ds) = 0 THEN null ELSE
-                 toFloat(size([d IN ds WHERE d.consensus])) / size([d IN ds WHERE d.consensus IS NOT NULL]) END
-                 AS consensus_rate,
-               reduce(s = 0.0, d IN ds | s + coalesce(d.rounds_used, 0)) / CASE WHEN size(ds)=0 THEN 1 ELSE size(ds) END
-                 AS mean_rounds,
+               size([d IN ds WHERE d.consensus]) AS agreed,
+               size([d IN ds WHERE d.consensus IS NOT NULL]) AS judged,
+               [d IN ds WHERE d.rounds_used IS NOT NULL | d.rounds_used] AS rounds,
                [d IN ds WHERE d.team_correct IS NOT NULL | d.team_correct] AS team,
                reduce(s = 0, d IN ds | s + coalesce(d.tokens_in, 0)) AS tokens_in,
                reduce(s = 0, d IN ds | s + coalesce(d.tokens_out, 0)) AS tokens_out,
@@ -377,16 +380,16 @@ class GraphStore:
             return Stats(
                 debates=h["debates"],
                 complete=h["complete"],
-                consensus_rate=h["consensus_rate"],
-                mean_rounds=h["mean_rounds"] if h["debates"] else None,
-                team_accuracy=(sum(team) / len(team)) if team else None,
+                consensus_rate=ratio(h["agreed"], h["judged"]),
+                mean_rounds=ratio(sum(h["rounds"]), len(h["rounds"])),
+                team_accuracy=ratio(sum(team), len(team)),
                 majority_accuracy=majority,
                 responses=sum(a["responses"] for a in agents),
                 invalid_responses=sum(a["invalid"] for a in agents),
                 tokens_in=h["tokens_in"],
                 tokens_out=h["tokens_out"],
                 cost_usd=h["cost_usd"],
-                tokens_per_debate=((h["tokens_in"] + h["tokens_out"]) / h["debates"]) if h["debates"] else None,
+                tokens_per_debate=ratio(h["tokens_in"] + h["tokens_out"], h["debates"]),
                 agents=agents,
             )
 

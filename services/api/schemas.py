@@ -303,8 +303,9 @@ class AgentStats(BaseModel):
 class StatsPublic(BaseModel):
     debates: int
     complete: int
-    consensus_rate: float | None = Field(description="agreement rate: share of debates whose final answers agree")
-    mean_rounds: float | None
+    consensus_rate: float | None = Field(description="agreement rate: share of the finished debates whose final "
+                                         "answers agree; null while none has finished")
+    mean_rounds: float | None = Field(description="mean rounds over the debates whose round count is known")
     team_accuracy: float | None
     majority_accuracy: float | None
     responses: int
