@@ -29,6 +29,9 @@ STATIC = """
 - **nodes lost**: questions without a finished MAG, plus answers the simulated panel completed
   (counted per model and prompt SHA-256 by `/v1/_sim/stats`) for a first-try prompt of a stored
   debate whose turn is not in the graph.
+- **nodes changed**: nodes and relationships already stored before the fault whose labels or
+  properties differ afterwards (a full snapshot before and after); `-` where a row does not
+  measure it (the endpoint and crash rows start from an empty job).
 - **nodes duplicated**: duplicate `Response`/`Debate`/`Question`/`Agent`/`Job` ids, two responses
   for one (debate, agent, round), parallel `INFORMS` or `HAS_RESPONSE` edges, two debates for one
   (job, question), plus stored turns whose prompt was completed again after they were stored.
@@ -124,16 +127,19 @@ def render(results: dict, outcome: str, seconds: float, command: str) -> str:
         f"({platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()})",
         f"- command: `{command}`",
         f"- outcome: {outcome} in {seconds:.0f} s; {len(rows)} rows, "
-        f"{sum(r['nodes_lost'] for r in rows)} nodes lost, {sum(r['nodes_duplicated'] for r in rows)} duplicated",
+        f"{sum(r['nodes_lost'] for r in rows)} nodes lost, {sum(r['nodes_duplicated'] for r in rows)} duplicated, "
+        f"{sum(r.get('nodes_changed') or 0 for r in rows)} changed",
         "",
         "Reproduce: `make reliability` (or `python scripts/reliability_report.py [--slow]`); the tests",
         "alone: `pytest tests/reliability -m 'not slow'` (rows go to `$MAGDI_RELIABILITY_OUT`).",
         "",
-        "| fault | how injected | what happened | nodes lost | nodes duplicated | time to recover (s) |",
-        "|---|---|---|---:|---:|---:|",
+        "| fault | how injected | what happened | nodes lost | nodes duplicated | nodes changed | time to recover (s) |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
+        changed = r.get("nodes_changed")
         cells = [r["fault"], r["injected"], r["happened"], str(r["nodes_lost"]), str(r["nodes_duplicated"]),
+                 "-" if changed is None else str(changed),
                  "-" if r["recover_s"] is None else f"{r['recover_s']:.1f}"]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines) + "\n" + STATIC
