@@ -108,7 +108,10 @@ def parse_confidence(value: object) -> float | None:
         return None
     percent = False
     if isinstance(value, int | float):
-        x = float(value)
+        try:
+            x = float(value)
+        except OverflowError:  # an integer beyond any float: not a confidence
+            return None
     else:
         m = re.match(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(%?)", str(value))
         if not m:

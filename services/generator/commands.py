@@ -57,6 +57,7 @@ def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limi
     with store_or_exit() as store:
         jobs = JobStore(store)
         with user_errors():
+            store.check_questions(prepared.questions, where=f"{data}: ")  # never change a stored question
             claimed_at = time.monotonic()
             _claim_for_cli(jobs, spec, worker_id, settings, resume, total=len(prepared.questions))
         bar_progress = Progress()

@@ -52,4 +52,10 @@ def prepare(spec: JobSpec, env: Mapping[str, str] | None = None) -> Prepared:
         assert spec.data_path is not None  # JobSpec guarantees one source
         questions = load_questions(spec.data_path, spec.data_format or default_format(spec.dataset),
                                    dataset=spec.dataset, offset=spec.offset, limit=spec.limit)
+    first: dict[tuple[str, str], int] = {}
+    for i, q in enumerate(questions):
+        j = first.setdefault((q.id, q.qid), i)
+        if j != i:
+            raise ValueError(f"job {spec.name}: questions {j} and {i} are the same record (question {q.qid!r} of "
+                             f"{q.dataset!r}); they would be one debate")
     return Prepared(spec, panel, protocol, questions, keys)

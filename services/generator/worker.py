@@ -76,8 +76,9 @@ class Worker:
     async def run_one(self, job_id: str, spec: JobSpec, claimed_at: float) -> None:
         try:
             prepared = await asyncio.to_thread(prepare, spec)
+            await asyncio.to_thread(self.store.check_questions, prepared.questions, f"job {spec.name}: ")
             await preflight(prepared.panel, prepared.keys, self.settings.preflight_timeout_s)
-        except ValueError as exc:  # PanelError, DatasetError, DemoError, PreflightError, validation
+        except ValueError as exc:  # PanelError, DatasetError, DemoError, PreflightError, WriteConflict, validation
             logger.error("job %s cannot run: %s", job_id, exc)
             await asyncio.to_thread(self.jobs.finish, job_id, self.worker_id, JobStatus.FAILED, [str(exc)])
             return

@@ -21,7 +21,7 @@ def test_post_debate_queues_a_one_question_job(client, store, panel):
     assert [q.text for q in job.spec.questions] == ["What is 6 * 7?"] and job.spec.data_path is None
     assert job.spec.protocol["max_rounds"] == 2 and job.spec.panel["agents"][1]["api_key_env"] == "BOB_KEY"
     q = job.spec.questions[0]
-    assert out["debate_id"] == ids.debate_id(job.id, "gsm8k", q.qid)
+    assert out["debate_id"] == ids.debate_id(job.id, q.id, q.qid)
     assert q.task.value == "number"  # from the dataset name
     assert r.headers["location"] == out["job_url"] == f"/v1/jobs/{job.id}"
     # a retried POST is the same job, not a second one
