@@ -67,13 +67,16 @@ the error).
   live jobs each take 1/2, the survivor returns to the whole quota, a dead holder's share
   expires), so N workers do not send N times the quota into 429s.
 - **Schema upgrades**: migrations (`magdi/store/schema.py`) are numbered, every statement is
-  `IF NOT EXISTS`, and the version in force is kept on one `:SchemaVersion` node. Every process
-  that opens the store applies the ones newer than the stored version at start, so upgrading is:
-  stop the workers and the API, back up (`magdi db backup`), install the new magdi, start one
-  process (e.g. `magdi jobs list`), which migrates, then the rest. A database from before
-  migrations (version 0) is upgraded in place; applying twice changes nothing (both tested). A
-  restore applies the current migrations first, so an older backup lands on the current schema; a
-  backup from a NEWER schema is refused.
+  `IF NOT EXISTS`, every data step idempotent, and the version in force is kept on one
+  `:SchemaVersion` node. Every process that opens the store applies the ones newer than the stored
+  version at start; the migrating process holds the version node's write lock, so processes that
+  start together (`docker compose up`) wait for it instead of racing (the "concurrent start-up"
+  row). Upgrading is: stop the workers and the API, back up (`magdi db backup`), install the new
+  magdi, start one process (e.g. `magdi jobs list`), which migrates, then the rest. A database from
+  before migrations (version 0) is upgraded in place; applying twice changes nothing; migration 3
+  (content-based question and debate ids) is tested on data written the version-2 way
+  (`tests/store/test_migration.py`). A restore applies the current migrations, loads the data and,
+  for an older backup, runs the newer migrations over it; a backup from a NEWER schema is refused.
 - **Neo4j outages**: the driver's managed transactions retry `ServiceUnavailable`/`SessionExpired`
   for `MAGDI_QUERY_TIMEOUT_S` (30 s); past that the generator holds the finished turns and retries
   them for `MAGDI_GENERATOR_STORE_OUTAGE_S` (600 s), and once the lease (`MAGDI_GENERATOR_LEASE_S`,

@@ -35,7 +35,8 @@ def import_(
     skip_invalid: bool = typer.Option(False, help="import the valid records and report the others"),
     batch: int = typer.Option(200, min=1, help="MAGs per write transaction"),
 ) -> None:
-    """Import MAGs. The whole file is validated first: with a bad record nothing is stored."""
+    """Import MAGs. The whole file is validated first: with a bad record, two records of one debate, or a
+    question stored with other content, nothing is stored."""
     if fmt not in IMPORT_FORMATS:
         raise fail(f"unknown import format {fmt!r}; known: {', '.join(IMPORT_FORMATS)}")
     with user_errors():
@@ -49,6 +50,8 @@ def import_(
     for e in errors:
         console.print(f"[yellow]skipped:[/] {e}", highlight=False)
     with store_or_exit() as store, Progress(console=console, transient=True) as progress:
+        with user_errors():  # before the first batch: a question that would change means nothing is written
+            store.check_questions([d.question for d in debates], where=f"{file}: ")
         task_id = progress.add_task("importing", total=len(debates))
         for i in range(0, len(debates), batch):
             chunk = debates[i : i + batch]
