@@ -106,7 +106,18 @@ class Message(_Model):
     content: str
 
 
-class Output(_Model):
+class _Usage(_Model):
+    """What calling an endpoint cost: shared by one call (`Output`) and a whole turn (`Response`)."""
+
+    tokens_in: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    tokens_out: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    latency_s: float | None = Field(default=None, ge=0.0)
+    cost_usd: float | None = Field(default=None, ge=0.0)
+    finish_reason: str | None = None
+    attempts: int | None = Field(default=None, ge=0, le=INT64_MAX, description="HTTP calls made, retries included")
+
+
+class Output(_Usage):
     """One completion call of a turn, in call order: the first ask, then a re-ask (if any).
 
     `text` is the endpoint's reply verbatim, or None when the call failed (`error` says why). A
@@ -114,18 +125,12 @@ class Output(_Model):
     """
 
     text: str | None = None
-    finish_reason: str | None = None
-    tokens_in: int | None = Field(default=None, ge=0, le=INT64_MAX)
-    tokens_out: int | None = Field(default=None, ge=0, le=INT64_MAX)
-    latency_s: float | None = Field(default=None, ge=0.0)
-    cost_usd: float | None = Field(default=None, ge=0.0)
-    attempts: int | None = Field(default=None, ge=0, le=INT64_MAX, description="HTTP attempts, retries included")
     error: str | None = None
     reask: str | None = Field(default=None, description="the re-ask message that preceded this call")
 
 
-class Response(_Model):
-    """One agent's answer in one round: a MAG node."""
+class Response(_Usage):
+    """One agent's answer in one round: a MAG node (usage fields: the whole turn, re-ask included)."""
 
     agent: str
     round: int = Field(ge=0, le=INT64_MAX)
@@ -138,14 +143,7 @@ class Response(_Model):
     raw_text: str | None = Field(default=None, description="the teacher's output, verbatim")
     parse_error: str | None = None
     model: str | None = None
-    tokens_in: int | None = Field(default=None, ge=0, le=INT64_MAX)
-    tokens_out: int | None = Field(default=None, ge=0, le=INT64_MAX)
-    latency_s: float | None = Field(default=None, ge=0.0)
-    cost_usd: float | None = Field(default=None, ge=0.0)
-    finish_reason: str | None = None
     prompt_hash: str | None = None
-    attempts: int | None = Field(default=None, ge=0, le=INT64_MAX,
-                                 description="calls made for this turn, retries included")
     prompt: list[Message] | None = Field(default=None, description="the chat messages this agent was shown")
     outputs: list[Output] = Field(default_factory=list, description="every completion call of the turn, in order")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from magdi import ids
 from magdi.mag import Debate
+from magdi.store import graph_store
 
 _QUESTIONS = "UNWIND $rows AS q MERGE (n:Question {id: q.id}) SET n += q"
 _AGENTS = "UNWIND $rows AS a MERGE (n:Agent {id: a.id}) ON CREATE SET n += a"
@@ -26,23 +27,8 @@ WITH n, d
 OPTIONAL MATCH (j:Job {id: d.job_id})
 FOREACH (_ IN CASE WHEN j IS NULL THEN [] ELSE [1] END | MERGE (n)-[:PART_OF]->(j))
 """
-_RESPONSES = """
-UNWIND $rows AS r
-MATCH (d:Debate {id: r.debate_id})
-MATCH (a:Agent {id: r.agent_id})
-MERGE (n:Response {id: r.id})
-SET n += r.props
-MERGE (d)-[:HAS_RESPONSE]->(n)
-MERGE (n)-[:BY]->(a)
-"""
-_EDGES = """
-UNWIND $rows AS e
-MATCH (s:Response {id: e.src})
-MATCH (t:Response {id: e.dst})
-MERGE (s)-[x:INFORMS]->(t)
-SET x.same_agent = e.same_agent, x.debate_id = e.debate_id
-"""
-
+# unchanged since version 2; if they ever change, keep the version-2 text here
+_RESPONSES, _EDGES = graph_store._MERGE_RESPONSES, graph_store._MERGE_EDGES
 
 def question_id_v2(dataset: str, qid: str) -> str:
     return f"q-{ids.digest(dataset, qid)}"
