@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 
 from magdi.datasets import DatasetError, load_questions
-from magdi.formats import MAX_DEPTH, FormatError, jsonl, magdi_ref
+from magdi.formats import FormatError, jsonl, magdi_ref
 from magdi.mag import Agent, Debate, Question, Response, TaskType
 
 DEEP = 100_000
+MAX_DEPTH = 64  # magdi.formats.MAX_DEPTH, as the messages state it
 
 
 def mag(job: str | None = "job-a", agents: tuple[str, ...] = ("a", "b"), qid: str = "0", **resp: object) -> Debate:

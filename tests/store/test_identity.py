@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from magdi.datasets import load_questions
 from magdi.mag import Agent, Debate, Question, Response, TaskType, full_visibility_edges
-from magdi.store.graph_store import GraphStore, WriteConflict
+from magdi.store.graph_store import GraphStore
 
 
 def snapshot(store: GraphStore) -> list[str]:
@@ -55,6 +55,8 @@ def test_two_files_under_one_dataset_name_keep_both_jobs_questions_and_labels(st
 
 
 def test_a_write_that_would_change_a_stored_question_is_refused(store: GraphStore) -> None:
+    from magdi.store.graph_store import WriteConflict
+
     stored = Question(dataset="gsm8k", qid="0", text="What is  9 + 9?", task=TaskType.NUMBER, gold_answer="18")
     store.write_debate(debate_on(stored, "job-a", ("18",)))
     before = snapshot(store)
