@@ -7,12 +7,14 @@ PYTEST_ARGS ?=
 # Compiled bytecode makes every subprocess (CLI, servers) start seconds faster.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-slow test-all install browser lint audit reliability clean
+.PHONY: demo test test-slow test-all install browser podman lint audit reliability clean
 
-$(STAMP): pyproject.toml
+# trainer/constraints.txt pins the trainer's packages to the versions the trainer image installs
+# (scripts/trainer_constraints.py): the suite tests what the image ships.
+$(STAMP): pyproject.toml trainer/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv
-	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev]"
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev]" -c trainer/constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,17 +25,24 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium; the viewer test will be skipped"; \
 	  else echo "warning: chromium missing and not root; the viewer test will be skipped"; fi; }
 
+# Debian's podman, for podman-compose (a dev dependency from PyPI): tests/test_compose.py runs
+# `podman-compose config` on docker-compose.yml, a real Compose implementation (no engine needed).
+podman:
+	@command -v podman >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq podman >/dev/null) || echo "warning: could not install podman; podman-compose runs with --dry-run"; \
+	  else echo "warning: podman missing and not root; podman-compose runs with --dry-run"; fi; }
+
 demo: install
 	$(BIN)/python scripts/demo.py
 
-test: install browser
+test: install browser podman
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The long variants (more kills, more workers, DDP); .ci/run adds them when time allows.
-test-slow: install browser
+test-slow: install browser podman
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
-test-all: install browser
+test-all: install browser podman
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

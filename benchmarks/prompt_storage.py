@@ -28,10 +28,10 @@ from pathlib import Path
 
 from magdi.datasets import load_questions
 from magdi.mag import Message, TaskType
+from magdi.panel import parse_panel, resolve_keys
 from magdi.store import records
 from services.generator.client import Endpoints
 from services.generator.engine import Engine
-from services.generator.panel import parse_panel, resolve_keys
 from services.generator.protocols import ProtocolConfig, build_protocol, load_convincing
 from services.generator.sinks import MemorySink
 from services.generator.teachers.config import PanelSimConfig

@@ -84,6 +84,11 @@ def load_questions(path: str | Path, fmt: str, *, dataset: str | None = None, of
     return questions
 
 
+def default_format(dataset: str) -> str:
+    """The dataset name when it is a known format (gsm8k, ecqa, ...), else detection ("auto")."""
+    return dataset.lower() if dataset.lower() in FORMATS else "auto"
+
+
 def detect_format(path: str | Path) -> str | None:
     """Guess the format from the first record's fields, else from the file name; None if unsure."""
     path = Path(path)

@@ -20,6 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from magdi import ids
+from magdi.panel import PanelConfig
+from magdi.protocol import ProtocolConfig
 
 
 class TaskType(StrEnum):
@@ -295,8 +297,8 @@ class JobSpec(_Model):
     questions: list[Question] = Field(default_factory=list, description="inline questions (POST /v1/debates)")
     offset: int = Field(default=0, ge=0, le=INT64_MAX)
     limit: int | None = Field(default=None, ge=1, le=INT64_MAX)
-    panel: dict[str, Any] = Field(description="the panel config as loaded (no secrets)")
-    protocol: dict[str, Any] = Field(default_factory=dict)
+    panel: PanelConfig = Field(description="the panel as written (declared endpoints by name; never a key)")
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
 
     @model_validator(mode="after")
     def _one_source(self) -> JobSpec:
@@ -311,7 +313,8 @@ class JobSpec(_Model):
     @property
     def config_hash(self) -> str:
         inline = [q.model_dump(mode="json") for q in self.questions]
-        return ids.digest(self.dataset, self.data_path, inline, self.offset, self.limit, self.panel, self.protocol)
+        return ids.digest(self.dataset, self.data_path, inline, self.offset, self.limit,
+                          self.panel.model_dump(mode="json"), self.protocol.model_dump(mode="json"))
 
 
 class Job(_Model):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -106,7 +107,7 @@ def main() -> int:
     # library chatter (deprecation warnings, HF progress bars) would bury what the demo shows
     env.update(PYTHONWARNINGS="ignore::FutureWarning,ignore::UserWarning", TRANSFORMERS_VERBOSITY="error",
                HF_HUB_DISABLE_PROGRESS_BARS="1")
-    env.setdefault("MAGDI_API_TOKEN", "demo-token-change-me")
+    env.setdefault("MAGDI_API_TOKEN", secrets.token_urlsafe(24))  # printed below; a fixed one would be a placeholder
     server = ManagedNeo4j(settings.managed_dir, auth=True)
     already_running = server.status() is not None
     api: subprocess.Popen[bytes] | None = None

@@ -23,8 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "reliability.md"
-STATIC = """
-## How to read the table
+READING = """
+## How to read the fault table
 
 - **nodes lost**: questions without a finished MAG, plus answers the simulated panel completed
   (counted per model and prompt SHA-256 by `/v1/_sim/stats`) for a first-try prompt of a stored
@@ -47,7 +47,8 @@ Every row also checks the job's counters (done, failed, tokens) against the stor
 the job ends `complete` with no lease held; the endpoint rows check every MAG against the protocol
 (nodes, INFORMS edges rebuilt from prompt hashes, invalid turns with raw text, absent turns with
 the error).
-
+"""
+STATIC = """
 ## Operations
 
 - **Backup**: `magdi db backup --out FILE` writes every node and relationship with all properties
@@ -86,6 +87,10 @@ the error).
   turns are kept); the job ends `failed` with "run the job again (--resume)".
 
 ## Security
+
+The "Security probes" table lists the security review's probes as they ran in this report's
+test run (`tests/reliability/test_security.py`); the threat model and the operator settings are in
+`docs/security.md`.
 
 - Token auth on writes, imports and Cypher (missing, wrong, `Basic`, in the query string) and
   request size limits are tested in `tests/api/` (`test_auth.py`, `test_ops.py`,
@@ -144,8 +149,27 @@ def render(results: dict, outcome: str, seconds: float, command: str) -> str:
         cells = [r["fault"], r["injected"], r["happened"], str(r["nodes_lost"]), str(r["nodes_duplicated"]),
                  "-" if changed is None else str(changed),
                  "-" if r["recover_s"] is None else f"{r['recover_s']:.1f}"]
-        lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
+        lines.append(_row(cells))
+    probes = results.get("security", [])
+    lines += [
+        READING.rstrip("\n"),
+        "",
+        "## Security probes",
+        "",
+        "Each finding of the security review (issue 16), reproduced against a real local listener standing",
+        "for an attacker's host (an HTTP server in the test), the real API, worker and Neo4j; recorded by",
+        f"`tests/reliability/test_security.py` in this run ({len(probes)} probes; a probe whose test failed is",
+        "not listed, and the outcome line above says so).",
+        "",
+        "| finding | probe | result |",
+        "|---|---|---|",
+        *(_row([p["finding"], p["probe"], p["result"]]) for p in probes),
+    ]
     return "\n".join(lines) + "\n" + STATIC
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,11 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     tail = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
     print(proc.stdout[-4000:], proc.stderr[-2000:], sep="\n")
     results_file = out / "reliability-results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {"rows": []}
+    results = json.loads(results_file.read_text()) if results_file.exists() else {"rows": [], "security": []}
     shown = "python scripts/reliability_report.py" + (" --slow" if args.slow else "")
     outcome = f"pytest exit {proc.returncode} ({tail.strip('= ')})"
     DOC.write_text(render(results, outcome, seconds, shown))
-    print(f"wrote {DOC} ({len(results['rows'])} rows)")
+    print(f"wrote {DOC} ({len(results['rows'])} rows, {len(results.get('security', []))} security probes)")
     return proc.returncode
 
 

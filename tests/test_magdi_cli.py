@@ -95,3 +95,75 @@ def test_neo4j_down_is_a_message_not_a_traceback(monkeypatch):
         get_settings.cache_clear()
     assert result.exit_code == 2
     assert "not reachable" in result.output and "Traceback" not in result.output
+
+
+def test_version_is_the_installed_distribution_version():
+    from importlib.metadata import version
+
+    result = run("--version")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"magdi {version('magdi')}"
+
+
+def _commands(group, path=()):
+    """Every (path, command) of the CLI tree, groups included."""
+    import click
+
+    yield path, group
+    if isinstance(group, click.Group):
+        for name, cmd in group.commands.items():
+            yield from _commands(cmd, (*path, name))
+
+
+def test_help_shows_no_type_hints_for_flags():
+    import typer.main
+
+    for path, _cmd in _commands(typer.main.get_command(app)):
+        result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80", "TERM": "dumb"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output, f"`magdi {' '.join(path)} --help`:\n{result.output}"
+
+
+def test_db_status_prints_commands_that_run_as_copied(tmp_path, monkeypatch):
+    """At 80 columns and piped: every command is one line, it works in bash, and it names no absent tool."""
+    import subprocess
+
+    from magdi.cli import db
+    from magdi.settings import get_settings
+    from magdi.store.server import ServerInfo
+
+    home = tmp_path / "a home with spaces"
+    creds = home / "neo4j" / "credentials.json"
+    creds.parent.mkdir(parents=True)
+    creds.write_text(json.dumps({"password": "s3cret-pw", "user": "neo4j"}))
+    info = ServerInfo(uri="bolt://127.0.0.1:7999", user="neo4j", password="s3cret-pw", pid=4242,
+                      home=creds.parent, bolt_port=7999)
+    monkeypatch.setattr(db, "_server", lambda port=None: type("S", (), {"status": lambda self: info})())
+    monkeypatch.setenv("MAGDI_HOME", str(home))
+    monkeypatch.delenv("MAGDI_NEO4J_URI", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no cypher-shell here
+    get_settings.cache_clear()
+    try:
+        text = CliRunner().invoke(app, ["db", "status"], env={"COLUMNS": "80"})
+        as_json = CliRunner().invoke(app, ["db", "status", "--json"], env={"COLUMNS": "80"})
+    finally:
+        get_settings.cache_clear()
+    assert text.exit_code == 0, text.output
+    assert "cypher-shell" not in text.output  # not installed: not named
+    (export,) = [line.strip() for line in text.output.splitlines() if line.strip().startswith("export ")]
+    shell = subprocess.run(["bash", "-c", f'{export}\necho "$MAGDI_NEO4J_URI $MAGDI_NEO4J_USER $MAGDI_NEO4J_PASSWORD"'],
+                           capture_output=True, text=True, timeout=30)
+    assert shell.stdout.strip() == "bolt://127.0.0.1:7999 neo4j s3cret-pw", shell.stderr
+    assert json.loads(as_json.output) == {"running": True, "configured": False, "pid": 4242,
+                                          "uri": "bolt://127.0.0.1:7999", "user": "neo4j",
+                                          "credentials_file": str(creds), "home": str(creds.parent)}
+    assert "s3cret-pw" not in as_json.output
+
+
+def test_json_output_rounds_floats(neo4j_env, store, make_debate):
+    store.write_debates([make_debate(i) for i in range(3)])  # agent alice is right in round 0 of 2 of 3
+    result = run("stats", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert "0.6666666" not in result.output
+    alice = next(a for a in json.loads(result.output)["agents"] if a["agent"] == "alice")
+    assert alice["round0_accuracy"] == 0.666667

@@ -150,7 +150,7 @@ class DataConfig:
     dataset: str | None = None
     """Keep only MAGs of this dataset (e.g. gsm8k); None = all."""
     job_id: str | None = None
-    """Keep only MAGs of this generation job; None = all."""
+    """Keep only MAGs of this generation job, by name or id (`demo` or `job-demo`); None = all."""
     max_length: int = 2048
     """Tokens per node text; longer nodes are truncated (keeping the start) and counted."""
     remove_agreement: bool = True

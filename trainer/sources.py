@@ -43,6 +43,7 @@ class JsonlSource:
     def iter_debates(self) -> Iterator[Debate]:
         from magdi.formats import FormatError
         from magdi.formats.jsonl import iter_file
+        from magdi.store.job_names import matches as job_matches
 
         if not self.path.is_file():
             raise DataError(f"data.source: {self.path} is not a file")
@@ -50,7 +51,7 @@ class JsonlSource:
             for debate in iter_file(self.path):
                 if self.dataset is not None and debate.question.dataset != self.dataset:
                     continue
-                if self.job_id is not None and debate.job_id != self.job_id:
+                if self.job_id is not None and not job_matches(debate.job_id, self.job_id):
                     continue
                 yield debate
         except FormatError as exc:
@@ -76,12 +77,17 @@ class Neo4jSource:
         from magdi.settings import Neo4jSettings, get_settings
         from magdi.store.connection import open_driver
         from magdi.store.graph_store import DebateFilter, GraphStore
+        from magdi.store.job_names import UnknownJob, resolve_job_id
 
         settings = self.settings if isinstance(self.settings, Neo4jSettings) else get_settings()
         driver = open_driver(settings)
         try:
             store = GraphStore(driver, database=settings.neo4j_database, query_timeout_s=settings.query_timeout_s)
-            flt = DebateFilter(dataset=self.dataset, job_id=self.job_id)
+            try:
+                job_id = resolve_job_id(store, self.job_id) if self.job_id is not None else None
+            except UnknownJob as exc:
+                raise DataError(f"data.job_id: {exc}") from None
+            flt = DebateFilter(dataset=self.dataset, job_id=job_id)
             yield from store.iter_debates(flt, batch_size=self.batch_size)
         finally:
             driver.close()

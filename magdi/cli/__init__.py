@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import importlib
 import logging
+from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
 from magdi.cli import data, db, jobs
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
+# Plain click help (rich_markup_mode=None, inherited by every sub-command): Typer's rich panels print a
+# `<bool>` type after every flag and wrap long lines into boxes that cannot be copied.
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  help=__doc__.split("\n\n")[0])
 app.add_typer(db.app, name="db", help="Start, inspect and stop the managed local Neo4j.")
 app.add_typer(jobs.app, name="jobs", help="Generator jobs: list them, show one's progress, counters and errors.")
 data.register(app)
@@ -38,8 +42,21 @@ for _module, _fn in _PLUGINS:
         logging.getLogger(__name__).debug("CLI plugin %s unavailable: %s", _module, _exc)
 
 
+def _print_version(requested: bool) -> None:
+    if requested:
+        try:
+            typer.echo(f"magdi {version('magdi')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("magdi (not installed: no version metadata)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+    _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                  help="print the installed version and exit"),
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -11,7 +11,8 @@ from rich.console import Console
 from magdi.formats import FormatError
 from magdi.settings import Neo4jNotConfigured
 from magdi.store.connection import Neo4jUnavailable
-from magdi.store.graph_store import GraphStore
+from magdi.store.graph_store import DebateFilter, GraphStore
+from magdi.store.job_names import UnknownJob, resolve_job_id
 from magdi.store.open import open_store
 
 console = Console()
@@ -30,6 +31,8 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def user_errors() -> Iterator[None]:
     try:
         yield
+    except UnknownJob as exc:  # a lookup that found nothing, like `magdi jobs status NAME`: exit 1
+        raise fail(str(exc), code=1) from None
     except USER_ERRORS as exc:
         raise fail(str(exc)) from None
 
@@ -38,3 +41,9 @@ def user_errors() -> Iterator[None]:
 def store_or_exit() -> Iterator[GraphStore]:
     with user_errors(), open_store() as store:
         yield store
+
+
+def debate_filter(store: GraphStore, *, dataset: str | None = None, job: str | None = None) -> DebateFilter:
+    """A filter from CLI options; `job` is a job name or id, and an unknown one is an error listing the jobs."""
+    with user_errors():
+        return DebateFilter(dataset=dataset, job_id=resolve_job_id(store, job) if job else None)

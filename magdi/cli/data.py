@@ -10,12 +10,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from magdi.answers import task_for_dataset
-from magdi.cli.common import console, fail, store_or_exit, user_errors
+from magdi.cli.common import console, debate_filter, fail, store_or_exit, user_errors
 from magdi.formats import jsonl, magdi_ref
 from magdi.formats.exports import EXPORTERS, exporter
 from magdi.mag import TaskType
+from magdi.rounding import round_floats
 from magdi.store.cypher import CypherRejected, run_readonly
-from magdi.store.graph_store import DebateFilter
 
 IMPORT_FORMATS = ("magdi-ref", "jsonl")
 
@@ -64,13 +64,14 @@ def export(
     out: Path = typer.Option(..., help="output file"),
     fmt: str = typer.Option("jsonl", "--format", help=f"one of: {', '.join(sorted(EXPORTERS))}"),
     dataset: str | None = typer.Option(None),
-    job: str | None = typer.Option(None, help="job name"),
+    job: str | None = typer.Option(None, help="job name or id (demo or job-demo)"),
 ) -> None:
     """Export MAGs, streamed from Neo4j (magdi-ref as a JSON list, the others as JSON lines)."""
     with user_errors():
         to_records = exporter(fmt)
-    flt = DebateFilter(dataset=dataset, job_id=f"job-{job}" if job else None)
     with store_or_exit() as store:
+        flt = debate_filter(store, dataset=dataset, job=job)
+        out.parent.mkdir(parents=True, exist_ok=True)
         total = store.count_debates(flt)
         with Progress(console=console, transient=True) as progress:
             task_id = progress.add_task("exporting", total=total)
@@ -130,17 +131,16 @@ def cypher(
 
 def stats(
     dataset: str | None = typer.Option(None),
-    job: str | None = typer.Option(None, help="job name"),
+    job: str | None = typer.Option(None, help="job name or id (demo or job-demo)"),
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """Debates, agreement, rounds, team and per-agent accuracy, tokens and cost."""
     from dataclasses import asdict
 
-    flt = DebateFilter(dataset=dataset, job_id=f"job-{job}" if job else None)
     with store_or_exit() as store:
-        s = store.stats(flt)
+        s = store.stats(debate_filter(store, dataset=dataset, job=job))
     if fmt == "json":
-        typer.echo(json.dumps(asdict(s), default=str))
+        typer.echo(json.dumps(round_floats(asdict(s)), default=str))
         return
     pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     scope = " ".join(f"{k}={v}" for k, v in (("dataset", dataset), ("job", job)) if v) or "all debates"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shlex
+import shutil
 from pathlib import Path
 
 import typer
@@ -35,15 +38,27 @@ def start(port: int | None = typer.Option(None, help="bolt port (default: a free
 
 
 @app.command()
-def status() -> None:
-    """Print the bolt URI and where the credentials are (for Neo4j Browser, cypher-shell, notebooks)."""
+def status(as_json: bool = typer.Option(False, "--json", help="one JSON object (no password) instead of text")) -> None:
+    """Print the bolt URI and where the credentials are (for `magdi cypher`, the Python driver, notebooks)."""
     settings = get_settings()
     if settings.neo4j_uri:
-        console.print(f"using the configured server {settings.neo4j_uri} (MAGDI_NEO4J_URI)")
+        if as_json:
+            typer.echo(json.dumps({"running": None, "configured": True, "uri": settings.neo4j_uri,
+                                   "user": settings.neo4j_user}))
+        else:
+            typer.echo(f"using the configured server {settings.neo4j_uri} (MAGDI_NEO4J_URI)")
         return
     info = _server().status()
     if info is None:
+        if as_json:
+            typer.echo(json.dumps({"running": False, "configured": False}))
+            raise typer.Exit(1)
         raise fail("the managed Neo4j is not running; start it with `magdi db start`", code=1)
+    if as_json:
+        typer.echo(json.dumps({"running": True, "configured": False, "pid": info.pid, "uri": info.uri,
+                               "user": info.user, "credentials_file": str(settings.credentials_file),
+                               "home": str(info.home)}))
+        return
     _print_info(info, settings.credentials_file)
 
 
@@ -55,15 +70,27 @@ def stop() -> None:
 
 
 def _print_info(info, credentials_file) -> None:  # noqa: ANN001 - ServerInfo, imported lazily
-    console.print(f"Neo4j running, pid {info.pid}")
-    console.print(f"  bolt URI     {info.uri}")
-    console.print(f"  user         {info.user}")
-    console.print(f"  credentials  {credentials_file} (password inside, mode 0600)")
-    console.print(f"  data         {info.home}")
-    console.print(
-        f"  connect      cypher-shell -a {info.uri} -u {info.user} -p \"$(python -c 'import json;print(json.load(open(\"{credentials_file}\"))[\"password\"])')\"",
-        highlight=False,
-    )
+    """Plain lines, never wrapped (typer.echo, not rich), so that every command can be copied as printed.
+
+    Names only tools that are there: `magdi cypher` and the Python driver always are; cypher-shell
+    only when it is on PATH (the managed server is the Maven artifact, which ships no shell).
+    """
+    password = f"$(python3 -c \"import json, sys; print(json.load(open(sys.argv[1]))['password'])\" {shlex.quote(str(credentials_file))})"
+    lines = [
+        f"Neo4j running, pid {info.pid}",
+        f"  bolt URI     {info.uri}",
+        f"  user         {info.user}",
+        f"  credentials  {credentials_file} (password inside, mode 0600)",
+        f"  data         {info.home}",
+        "every magdi command in this environment uses it; to query it:",
+        '  magdi cypher "MATCH (d:Debate) RETURN d.dataset, count(*)"',
+        "to point another shell or a notebook (MAGDI_NEO4J_*, or the neo4j driver) at it:",
+        f"  export MAGDI_NEO4J_URI={info.uri} MAGDI_NEO4J_USER={info.user} MAGDI_NEO4J_PASSWORD=\"{password}\"",
+    ]
+    if shutil.which("cypher-shell"):
+        lines.append(f"  cypher-shell -a {info.uri} -u {info.user} -p \"{password}\"")
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from magdi.cli.common import console, fail, store_or_exit
+from magdi.rounding import round_floats
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -33,6 +34,17 @@ def _rows(job_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
     return rows
 
 
+def _pick(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The job row `name` (a job name or id) means; exit 1 listing the jobs when there is none."""
+    from magdi.store.job_names import UnknownJob, candidate_ids
+
+    by_id = {r["id"]: r for r in rows}
+    for job_id in candidate_ids(name):
+        if job_id in by_id:
+            return by_id[job_id]
+    raise fail(str(UnknownJob(name, sorted(by_id))), code=1)
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
@@ -45,7 +57,7 @@ def list_(
     """All jobs, oldest first: status, progress, counters, cost and lease."""
     rows = [r for r in _rows() if status is None or r["status"] == status]
     if fmt == "json":
-        typer.echo(json.dumps(rows, default=str))
+        typer.echo(json.dumps(round_floats(rows), default=str))
         return
     table = Table("name", "status", "progress", "done/failed/total", "tokens in/out", "cost (USD)", "lease owner")
     for r in rows:
@@ -58,16 +70,15 @@ def list_(
 
 @app.command()
 def status(
-    name: str | None = typer.Argument(None, help="job name (or id `job-<name>`); default: every job"),
+    name: str | None = typer.Argument(None, help="job name or id (demo or job-demo); default: every job"),
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """One job in detail (or all): progress, counters, tokens, cost, lease, calls, retries, 429 waits, errors."""
-    job_id = None if name is None else (name if name.startswith("job-") else f"job-{name}")
-    rows = _rows(job_id)
-    if name is not None and not rows:
-        raise fail(f"no job named {name!r}; see `magdi jobs list`", code=1)
+    rows = _rows()
+    if name is not None:
+        rows = [_pick(rows, name)]
     if fmt == "json":
-        typer.echo(json.dumps(rows if name is None else rows[0], default=str))
+        typer.echo(json.dumps(round_floats(rows if name is None else rows[0]), default=str))
         return
     for r in rows:
         table = Table(title=f"job {r['name']} ({r['id']})", show_header=False)

@@ -348,6 +348,15 @@ def run_readonly(
             return CypherResult(columns=[], rows=[], plan=to_json(plan))
 
         def work(tx: neo4j.ManagedTransaction) -> CypherResult:
+            try:
+                return collect(tx)
+            except TransientError as exc:  # the driver would retry it for 30 s; it fails the same way each time
+                if exc.code and "MemoryPoolOutOfMemoryError" in exc.code:
+                    raise CypherRejected("the query needs more memory than the server allows one transaction "
+                                         "(db.memory.transaction.max); return less, or aggregate") from None
+                raise
+
+        def collect(tx: neo4j.ManagedTransaction) -> CypherResult:
             result = tx.run(f"PROFILE {inner}" if mode == "profile" else inner, params)
             columns = list(result.keys())
             rows: list[list[Any]] = []

@@ -147,6 +147,10 @@ _FILTERS: dict[str, str] = {
 }
 
 
+# Equality filters with a composite (property, id) index: a page filtered on one is read in index order.
+_INDEX_ORDERED = ("job_id", "dataset")
+
+
 @dataclass
 class DebateFilter:
     """Filters for listing and streaming debates; None means "any"."""
@@ -209,6 +213,26 @@ def decode_cursor(cursor: str, parts: int = 1) -> tuple[str, ...]:
     if len(key) != parts or not all(isinstance(k, str) for k in key):
         raise ValueError(f"invalid cursor {cursor[:40]!r}")
     return key
+
+
+def page_query(flt: DebateFilter, after: str | None, limit: int, projection: str) -> tuple[str, dict[str, Any]]:
+    """The Cypher and parameters of one keyset page of debates in id order, after the id `after`.
+
+    Cost must not grow with the store: the first page binds `d.id > ''` rather than dropping the
+    clause (without it the planner scans and sorts every Debate), and a job or dataset filter sorts
+    by (that property, id), which the composite indexes of schema migration 3 hold in that order, so
+    the page is an index seek that stops after `limit` rows instead of reading every match.
+    """
+    where, params = flt.where()
+    key = next((k for k in _INDEX_ORDERED if k in params), None)
+    # SEEK: left alone, the planner sometimes reads the whole composite index in order and filters
+    # it (or takes the single-property index and sorts), plans whose cost grows with the store
+    hint, lead = (f" USING INDEX SEEK d:Debate({key}, id)", f"d.{key}, ") if key else ("", "")
+    query = (
+        f"MATCH (d:Debate){hint} WHERE " + " AND ".join([*([where] if where else []), "d.id > $after"])
+        + f" WITH d ORDER BY {lead}d.id LIMIT $limit " + projection
+    )
+    return query, {**params, "after": after or "", "limit": limit}
 
 
 class GraphStore:
@@ -363,12 +387,12 @@ class GraphStore:
 
     # -- reads -----------------------------------------------------------------------------
     def get_debate(self, debate_id: str) -> Debate | None:
-        def tx(t: neo4j.ManagedTransaction) -> dict[str, Any] | None:
+        def tx(t: neo4j.ManagedTransaction) -> list[Any] | None:
             rec = t.run("MATCH (d:Debate {id: $id})" + MAG_PROJECTION, id=debate_id).single()
-            return rec.data() if rec else None
+            return rec.values() if rec else None
 
         row = self._run(tx)
-        return records.debate_from(row["d"], row["q"], row["rs"], row["es"], row["ps"]) if row else None
+        return records.debate_from(*row) if row else None
 
     def debate_ids(self, flt: DebateFilter | None = None) -> list[str]:
         where, params = (flt or DebateFilter()).where()
@@ -379,26 +403,16 @@ class GraphStore:
 
         return self._run(tx)
 
-    def _page(self, flt: DebateFilter, after: str | None, limit: int, projection: str) -> list[dict[str, Any]]:
-        where, params = flt.where()
-        clauses = ([where] if where else []) + (["d.id > $after"] if after else [])
-        query = (
-            "MATCH (d:Debate)"
-            + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
-            + " WITH d ORDER BY d.id LIMIT $limit "
-            + projection
-        )
-
-        def tx(t: neo4j.ManagedTransaction) -> list[dict[str, Any]]:
-            return [r.data() for r in t.run(query, after=after, limit=limit, **params)]
-
-        return self._run(tx)
+    def _page(self, flt: DebateFilter, after: str | None, limit: int, projection: str) -> list[list[Any]]:
+        query, params = page_query(flt, after, limit, projection)
+        # values(), not data(): data() copies every nested map and list once more in Python
+        return self._run(lambda t: [r.values() for r in t.run(query, params)])
 
     def list_debates(self, flt: DebateFilter | None = None, *, limit: int = 50, cursor: str | None = None) -> Page:
         """Debate summaries (node properties, no responses), keyset-paginated by id."""
         after = decode_cursor(cursor)[0] if cursor else None
         rows = self._page(flt or DebateFilter(), after, limit + 1, "RETURN d {.*} AS d")
-        items = [r["d"] for r in rows[:limit]]
+        items = [r[0] for r in rows[:limit]]
         for item in items:
             if hasattr(item.get("created_at"), "iso_format"):
                 item["created_at"] = item["created_at"].iso_format()
@@ -412,10 +426,10 @@ class GraphStore:
         while True:
             rows = self._page(flt, after, batch_size, MAG_PROJECTION)
             for row in rows:
-                yield records.debate_from(row["d"], row["q"], row["rs"], row["es"], row["ps"])
+                yield records.debate_from(*row)
             if len(rows) < batch_size:
                 return
-            after = rows[-1]["d"]["id"]
+            after = rows[-1][0]["id"]
 
     def count_debates(self, flt: DebateFilter | None = None) -> int:
         where, params = (flt or DebateFilter()).where()

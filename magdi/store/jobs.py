@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 import neo4j
+from pydantic import ValidationError
 
 from magdi.mag import Job, JobSpec, JobStatus
 from magdi.store.graph_store import GraphStore, decode_cursor, encode_cursor
@@ -24,13 +25,27 @@ class JobConflict(ValueError):
     """A job of that name exists with a different configuration."""
 
 
+class InvalidJobSpec(ValueError):
+    """A stored job whose spec the current schema refuses (written by something other than magdi)."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(f"job {job_id}: the stored spec is invalid: {reason}")
+        self.job_id = job_id
+        self.reason = reason
+
+
 def _job_from(props: dict[str, Any]) -> Job:
     def native(v: Any) -> Any:
         return v.to_native() if hasattr(v, "to_native") else v
 
+    try:
+        spec = JobSpec.model_validate_json(props["spec_json"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidJobSpec(props["id"], f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
     return Job(
         id=props["id"],
-        spec=JobSpec.model_validate_json(props["spec_json"]),
+        spec=spec,
         status=props["status"],
         total=props.get("total") or 0,
         done=props.get("done") or 0,
@@ -160,7 +175,13 @@ class JobStore:
             return rec["j"] if rec else None
 
         props = self.store._run(tx, write=True)
-        return _job_from(props) if props else None
+        if not props:
+            return None
+        try:
+            return _job_from(props)
+        except InvalidJobSpec as exc:  # never run what the schema refuses; mark it so it is not claimed again
+            self.finish(exc.job_id, worker, JobStatus.FAILED, [str(exc)])
+            raise
 
     def renew(self, job_id: str, worker: str, lease_s: float) -> bool:
         """Extend the lease; False if another worker took the job (this one must stop)."""

@@ -59,20 +59,27 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "CREATE INDEX quota_share_endpoint IF NOT EXISTS FOR (n:QuotaShare) ON (n.endpoint)",
         "CREATE INDEX quota_share_holder IF NOT EXISTS FOR (n:QuotaShare) ON (n.holder)",
     ]),
-    (3, "content-based question ids, collision-free debate ids, shared prompt parts", [
+    # graph_store.page_query sorts a filtered page by (dataset|job_id, id): with these the page is an
+    # index seek in order that stops after `limit` rows, not a read and sort of every match.
+    (3, "debate pages filtered by dataset or job, in id order", [
+        "CREATE INDEX debate_dataset_id IF NOT EXISTS FOR (n:Debate) ON (n.dataset, n.id)",
+        "CREATE INDEX debate_job_id_id IF NOT EXISTS FOR (n:Debate) ON (n.job_id, n.id)",
+    ]),
+    (4, "content-based question ids, collision-free debate ids, shared prompt parts", [
         "CREATE CONSTRAINT prompt_part_id IF NOT EXISTS FOR (n:PromptPart) REQUIRE n.id IS UNIQUE",
         "CREATE INDEX debate_question IF NOT EXISTS FOR (n:Debate) ON (n.question_id)",
         lambda driver, database: migrate_content_ids(driver, database),
     ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+INDEX_WAIT_S = 600  # how long a start waits for new indexes to come online
 
 
 BATCH = 200
 
 
 def migrate_content_ids(driver: neo4j.Driver, database: str | None = None) -> dict[str, int]:
-    """Migration 3's data step: move a store written with (dataset, record index) identities to
+    """Migration 4's data step: move a store written with (dataset, record index) identities to
     content-based ones. Idempotent (a second run changes nothing); returns what it changed.
 
     1. Debates: each keeps its own record's `qid`, explanation and extra fields, points at its
@@ -132,7 +139,7 @@ def migrate_content_ids(driver: neo4j.Driver, database: str | None = None) -> di
     done["questions_renamed"] = len(renames)
     done["jobs_pinned"] = _pin_vote_rule(driver, database)
     if any(done.values()):
-        log.info("migration 3: %s", done)
+        log.info("migration 4: %s", done)
     return done
 
 
@@ -147,12 +154,12 @@ def _debate_updates(rows: list[neo4j.Record]) -> tuple[list[dict[str, object]], 
     updates, labels = [], []
     for row in rows:
         if row["q"] is None:
-            log.warning("migration 3: debate %s has no question; left as it is", row["d"]["id"])
+            log.warning("migration 4: debate %s has no question; left as it is", row["d"]["id"])
             continue
         try:
             debate = records.debate_from(row["d"], row["q"], row["rs"], row["es"], row["ps"])
         except (ValueError, LookupError, KeyError) as exc:
-            log.warning("migration 3: debate %s cannot be read (%s); left as it is", row["d"].get("id"), exc)
+            log.warning("migration 4: debate %s cannot be read (%s); left as it is", row["d"].get("id"), exc)
             continue
         q, new_id = debate.question, debate.id
         team_correct = row["d"].get("team_correct")
@@ -248,7 +255,8 @@ def apply(driver: neo4j.Driver, database: str | None = None, *, target: int | No
             # the SET takes the node's write lock: other processes queue here until this one commits
             tx.run("MERGE (s:SchemaVersion {id: 'magdi'}) ON CREATE SET s.version = 0 "
                    "SET s.migrating = $holder", holder=holder).consume()
-            version = tx.run("MATCH (s:SchemaVersion {id: 'magdi'}) RETURN s.version AS v").single()["v"] or 0
+            before = tx.run("MATCH (s:SchemaVersion {id: 'magdi'}) RETURN s.version AS v").single()["v"] or 0
+            version = before
             for number, description, steps in MIGRATIONS:
                 if number <= version or number > target:
                     continue
@@ -262,4 +270,6 @@ def apply(driver: neo4j.Driver, database: str | None = None, *, target: int | No
         finally:
             if not tx.closed():
                 tx.rollback()
+    if version > before:  # a new index serves queries only once populated (seconds on a large store)
+        driver.execute_query("CALL db.awaitIndexes($s)", s=INDEX_WAIT_S, database_=database)
     return version

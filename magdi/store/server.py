@@ -83,18 +83,22 @@ class ManagedNeo4j:
         bolt_port: int | None = None,
         page_cache: str = "64m",
         heap: str = "1g",
+        tx_memory_max: str = "512m",
         java: str | None = None,
         cache_dir: Path | None = None,
         startup_timeout: float = 120.0,
         jvm_args: Sequence[str] = (),
     ) -> None:
         """`jvm_args` are appended last, so they override ours (tests pass -XX:TieredStopAtLevel=1:
-        C1 only starts ~30% faster, but long Cypher workloads run slower without C2)."""
+        C1 only starts ~30% faster, but long Cypher workloads run slower without C2).
+        `tx_memory_max` is `db.memory.transaction.max`: one query (e.g. `RETURN range(1, 10^8)`) cannot
+        take the heap; it fails with MemoryPoolOutOfMemoryError instead."""
         self.home = Path(home).expanduser().resolve()
         self.auth = auth
         self.bolt_port = bolt_port
         self.page_cache = page_cache
         self.heap = heap
+        self.tx_memory_max = tx_memory_max
         self.java = java
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.startup_timeout = startup_timeout
@@ -277,6 +281,10 @@ class ManagedNeo4j:
         h = self.home
         for sub in ("conf", "data", "logs", "run", "plugins", "import"):
             (h / sub).mkdir(parents=True, exist_ok=True)
+        # The store files are readable by their owner only: Neo4j writes them 0644, and auth protects
+        # bolt, not the files, so the folders around them are closed to other local users.
+        for folder in (h, h / "data"):
+            os.chmod(folder, 0o700)
         conf = {
             "server.default_listen_address": "127.0.0.1",
             "server.default_advertised_address": "127.0.0.1",
@@ -286,6 +294,7 @@ class ManagedNeo4j:
             "server.http.enabled": "false",
             "server.https.enabled": "false",
             "server.memory.pagecache.size": self.page_cache,
+            "db.memory.transaction.max": self.tx_memory_max,
             "dbms.usage_report.enabled": "false",
             "dbms.security.auth_enabled": str(self.auth).lower(),
             "server.directories.data": str(h / "data"),

@@ -16,6 +16,18 @@ def register(app: typer.Typer) -> None:
     app.command()(serve)
 
 
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect: `localhost` or a loopback address (not 0.0.0.0 or a LAN address)."""
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", help="interface to bind (0.0.0.0 in a container)"),
     port: int = typer.Option(8000, min=1, max=65535),
@@ -39,6 +51,10 @@ def serve(
     except Neo4jNotConfigured as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if settings.insecure_dev and settings.token is None and not is_loopback(host):
+        typer.echo(f"error: MAGDI_API_INSECURE_DEV opens every endpoint without a token; it is refused on a "
+                   f"non-loopback address ({host}). Bind 127.0.0.1, or set MAGDI_API_TOKEN", err=True)
+        raise typer.Exit(2)
     if settings.token is None and not settings.insecure_dev:
         typer.echo("warning: MAGDI_API_TOKEN is not set: write endpoints, imports and Cypher answer 403", err=True)
     configure_logging(log_level)

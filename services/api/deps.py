@@ -9,7 +9,9 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from magdi.mag import DebateStatus
+from magdi.policy import PolicyError
 from magdi.store.graph_store import DebateFilter, GraphStore
+from magdi.store.job_names import UnknownJob, resolve_job_id
 from magdi.store.jobs import JobStore
 from services.api import security
 from services.api.settings import ApiSettings
@@ -65,9 +67,27 @@ ReadAccess = Depends(require_read)
 WriteAccess = Depends(require_write)
 
 
+def trusted_caller(settings: SettingsDep, creds: BearerDep) -> bool:
+    """Whether the caller may see the operator's details in jobs and debates (base URLs, key variable
+    names, data paths, error texts): a token holder (a wrong token never gets this far), or anyone on
+    a development server without a token. Anonymous readers (open reads) see them redacted."""
+    if settings.token is None:
+        return settings.insecure_dev
+    return creds is not None
+
+
+TrustedDep = Annotated[bool, Depends(trusted_caller)]
+
+
 def field_error(location: str, name: str, message: str) -> HTTPException:
     """A 422 shaped like FastAPI's own validation errors, naming the field."""
     return HTTPException(422, detail=[{"loc": [location, name], "msg": message, "type": "value_error"}])
+
+
+def policy_error(exc: PolicyError) -> HTTPException:
+    """A 422 naming every field of the body the operator's policy refuses."""
+    return HTTPException(422, detail=[{"loc": ["body", *loc], "msg": msg, "type": "value_error"}
+                                      for loc, msg in exc.problems])
 
 
 def page_limit(settings: SettingsDep,
@@ -84,8 +104,10 @@ PageLimit = Annotated[int, Depends(page_limit)]
 
 
 def debate_filter(
+    store: StoreDep,
     dataset: Annotated[str | None, Query(max_length=200)] = None,
-    job: Annotated[str | None, Query(max_length=200, description="job id, as returned in `job_id`")] = None,
+    job: Annotated[str | None, Query(max_length=200, description="job name or id (`demo` or `job-demo`); "
+                                     "an unknown job is a 404 listing the jobs")] = None,
     status: DebateStatus | None = None,
     consensus: Annotated[bool | None, Query(description="all final answers agreed")] = None,
     team_correct: bool | None = None,
@@ -93,7 +115,11 @@ def debate_filter(
     rounds_used: Annotated[int | None, Query(ge=0, le=1000)] = None,
     protocol: Annotated[str | None, Query(max_length=200)] = None,
 ) -> DebateFilter:
-    return DebateFilter(dataset=dataset, job_id=job, status=status.value if status else None, consensus=consensus,
+    try:
+        job_id = resolve_job_id(store, job) if job else None
+    except UnknownJob as exc:
+        raise HTTPException(404, detail=str(exc)) from None
+    return DebateFilter(dataset=dataset, job_id=job_id, status=status.value if status else None, consensus=consensus,
                         team_correct=team_correct, agent=agent, rounds_used=rounds_used, protocol=protocol)
 
 

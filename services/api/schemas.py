@@ -1,7 +1,9 @@
 """Request and response bodies, inputs apart from outputs (`*In` / `*Create` vs `*Public`).
 
-Inputs forbid unknown fields so a typo is a 422 naming it, and bound every size. Outputs are
-built from the domain model (`magdi.mag`), never from raw Neo4j records.
+Inputs forbid unknown fields so a typo is a 422 naming it, and bound every size. The panel and
+protocol of a job are the core's own models (`magdi.panel`, `magdi.protocol`): the same schema,
+strictness and defaults as `magdi generate` and the worker. Outputs are built from the domain
+model (`magdi.mag`), never from raw Neo4j records.
 """
 
 from __future__ import annotations
@@ -10,14 +12,12 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from magdi.datasets import FORMATS
-from magdi.mag import Agent, DebateStatus, JobStatus, ParseStatus, TaskType, repeated
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
-# Keys that would put a secret into the job spec (and so into the graph); the env var NAME is fine.
-_SECRET_KEY = re.compile(r"(^|_)(api_?key|password|passwd|secret|token|authorization|bearer)$", re.IGNORECASE)
+from magdi.mag import Agent, DebateStatus, JobStatus, ParseStatus, TaskType
+from magdi.panel import NAME_PATTERN, PanelConfig
+from magdi.protocol import ProtocolConfig
 
 
 class _In(BaseModel):
@@ -35,72 +35,11 @@ class QuestionIn(_In):
     gold_explanation: str | None = Field(None, max_length=20_000)
 
 
-class PanelAgentIn(BaseModel):
-    """One seat; the generator validates the rest of its fields (limits, price, retries...)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
-    model: str = Field(min_length=1, max_length=200)
-    base_url: str = Field(min_length=1, max_length=500, pattern=r"^https?://[^\s/@]+(/\S*)?$")
-    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                                    description="NAME of the worker's env var holding the key (never the key)")
-
-
-class PanelIn(BaseModel):
-    """A panel config as in `configs/panels/*.yaml`; keys are never sent, only env var names."""
-
-    model_config = ConfigDict(extra="allow")
-
-    name: str = Field("panel", min_length=1, max_length=100)
-    agents: list[PanelAgentIn] = Field(min_length=1, max_length=16)
-
-    @field_validator("agents")
-    @classmethod
-    def _unique(cls, agents: list[PanelAgentIn]) -> list[PanelAgentIn]:
-        dupes = repeated(a.name for a in agents)
-        if dupes:
-            raise ValueError(f"duplicate agent names: {', '.join(dupes)}")
-        return agents
-
-    @model_validator(mode="after")
-    def _no_secrets(self) -> PanelIn:
-        path = _secret_path(self.model_dump())
-        if path:
-            raise ValueError(f"{path}: secrets do not belong in a panel; name the worker's env var in api_key_env")
-        return self
-
-
-def _secret_path(value: Any, prefix: str = "") -> str | None:
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            where = f"{prefix}.{key}" if prefix else str(key)
-            if _SECRET_KEY.search(str(key)) and sub not in (None, ""):
-                return where
-            found = _secret_path(sub, where)
-            if found:
-                return found
-    elif isinstance(value, list):
-        for i, sub in enumerate(value):
-            found = _secret_path(sub, f"{prefix}[{i}]")
-            if found:
-                return found
-    return None
-
-
-class ProtocolIn(_In):
-    name: Literal["reconcile", "debate"] = "reconcile"
-    max_rounds: int = Field(3, ge=0, le=20, description="discussion rounds after round 0")
-    topology: str = Field("all", min_length=1, max_length=2_000, description="all | ring | 'a->b,b->c'")
-    reask: bool = Field(True, description="re-ask once when a reply cannot be parsed")
-    missing_confidence: Literal["zero", "ignore"] = Field(
-        "zero", description="a missing confidence in the team vote: zero (ReConcile: counts as 0.0) | ignore")
-
-
 class DebateCreate(_In):
     question: QuestionIn
-    panel: PanelIn
-    protocol: ProtocolIn = Field(default_factory=ProtocolIn)
+    panel: PanelConfig = Field(description="agents on endpoints the operator declared: "
+                                           "{agents: [{name, endpoint, model, temperature?, max_tokens?}]}")
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
     name: str | None = Field(None, max_length=100, pattern=NAME_PATTERN,
                              description="job name; default: derived from the request, so a retry is a no-op")
 
@@ -108,12 +47,14 @@ class DebateCreate(_In):
 class JobCreate(_In):
     name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN, description="the job id is job-<name>")
     dataset: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
-    data_path: str = Field(min_length=1, max_length=1_000, description="data file as seen by the worker")
+    data_path: str = Field(min_length=1, max_length=1_000, description="data file (or MATH folder) under the "
+                                                                       "server's data root, e.g. gsm8k/test.jsonl")
     format: Literal[FORMATS + ("auto",)] | None = Field(None, description="default: the dataset name")  # type: ignore[valid-type]
     offset: int = Field(0, ge=0, le=10_000_000)
-    limit: int | None = Field(None, ge=1, le=10_000_000)
-    panel: PanelIn
-    protocol: ProtocolIn = Field(default_factory=ProtocolIn)
+    limit: int | None = Field(None, ge=1, le=10_000_000, description="default: every question from offset, "
+                                                                     "up to the server's cap")
+    panel: PanelConfig = Field(description="agents on endpoints the operator declared (see GET /v1/endpoints)")
+    protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
 
     @field_validator("data_path")
     @classmethod
@@ -338,6 +279,22 @@ class StatsPublic(BaseModel):
     cost_usd: float
     tokens_per_debate: float | None
     agents: list[AgentStats]
+
+
+class EndpointPublic(BaseModel):
+    """A declared endpoint as API callers see it: a name to put in `panel.agents[].endpoint`."""
+
+    name: str
+    models: list[str]
+    max_tokens: int = Field(description="default and cap of max_tokens per call")
+
+
+class EndpointsPublic(BaseModel):
+    endpoints: list[EndpointPublic]
+    job_max_questions: int
+    job_max_rounds: int
+    job_max_agents: int
+    job_max_cost_usd: float | None
 
 
 class Health(BaseModel):

@@ -6,17 +6,22 @@ their own `ApiSettings` to `create_app` and `magdi serve` reads the environment 
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
+import re
+from collections import Counter
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from magdi.policy import OperatorPolicy
 from magdi.settings import Neo4jSettings
 
 MIN_TOKEN_LENGTH = 16
-# Values copied from examples that must never guard a real deployment.
-PLACEHOLDER_TOKENS = frozenset({"changeme", "changethis", "secret", "token", "password", "example"})
+MIN_TOKEN_BITS = 64  # estimated from the token's own character frequencies; token_urlsafe(32) has ~200
+# Words copied from examples; a token containing one (e.g. "changemechangeme") never guards a deployment.
+PLACEHOLDER_WORDS = ("changeme", "changethis", "replaceme", "placeholder", "example", "password", "secret")
+TOKEN_ADVICE = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 class ApiSettings(BaseSettings):
@@ -38,14 +43,22 @@ class ApiSettings(BaseSettings):
     max_page_limit: int = Field(500, ge=1, description="a larger ?limit= is a 422")
     export_batch_size: int = Field(256, ge=1, le=10_000, description="MAGs per Neo4j page while streaming")
     import_timeout_s: float = Field(300.0, gt=0, description="timeout of the one import transaction")
-    data_root: Path | None = Field(None, description="if set, POST /v1/jobs data_path must lie under it")
+    cypher_max_concurrent: int = Field(8, ge=1, description="Cypher queries running at once (429 beyond), so "
+                                       "slow queries cannot take every worker thread")
+    cypher_rate_per_min: int = Field(120, ge=1, description="Cypher queries per minute per client address "
+                                     "(bursts of up to a quarter of it; 429 beyond)")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1"],
+        description="Host header values served, comma-separated (DNS-rebinding guard); '*' = any")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS, comma-separated; empty = CORS off")
     neo4j: Neo4jSettings = Field(default_factory=Neo4jSettings, description="from MAGDI_NEO4J_*")
+    policy: OperatorPolicy = Field(default_factory=OperatorPolicy, description="declared endpoints, data root and "
+                                                                               "job caps (MAGDI_*, magdi.policy)")
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
@@ -56,9 +69,13 @@ class ApiSettings(BaseSettings):
         if value is None or not value.get_secret_value():
             return None
         raw = value.get_secret_value()
-        if len(raw) < MIN_TOKEN_LENGTH or raw.lower() in PLACEHOLDER_TOKENS:
-            raise ValueError(f"MAGDI_API_TOKEN must be at least {MIN_TOKEN_LENGTH} characters and not a "
-                             "placeholder; generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        if len(raw) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"MAGDI_API_TOKEN must be at least {MIN_TOKEN_LENGTH} characters; {TOKEN_ADVICE}")
+        if any(word in re.sub(r"[\s._-]", "", raw.lower()) for word in PLACEHOLDER_WORDS):
+            raise ValueError(f"MAGDI_API_TOKEN looks like a placeholder copied from an example; {TOKEN_ADVICE}")
+        if token_bits(raw) < MIN_TOKEN_BITS:
+            raise ValueError(f"MAGDI_API_TOKEN is too predictable (about {token_bits(raw):.0f} bits, at least "
+                             f"{MIN_TOKEN_BITS} needed: repeated or few distinct characters); {TOKEN_ADVICE}")
         return value
 
     @model_validator(mode="after")
@@ -70,3 +87,13 @@ class ApiSettings(BaseSettings):
     @property
     def writes_enabled(self) -> bool:
         return self.token is not None or self.insecure_dev
+
+
+def token_bits(token: str) -> float:
+    """Entropy estimate: length times the Shannon entropy of the token's character frequencies.
+
+    An over-estimate for structured tokens, but it catches what the length check cannot:
+    sixteen `a`s (0 bits), `abcdabcdabcdabcd` (32), a word typed twice (`changemechangeme`, 43).
+    """
+    counts = Counter(token)
+    return -len(token) * sum(n / len(token) * math.log2(n / len(token)) for n in counts.values())

@@ -1,15 +1,21 @@
-"""Domain objects to response bodies, and request bodies to job specs (pure functions, no I/O)."""
+"""Domain objects to response bodies, and request bodies to job specs.
+
+Pure functions except `job_spec`, which reads the first rows of the data file it is asked to queue.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
+import logging
 from typing import Any
 
 from magdi import ids
 from magdi.answers import task_for_dataset
-from magdi.mag import Debate, Job, JobSpec, ParseStatus, Question
+from magdi.datasets import DatasetError, default_format, load_questions
+from magdi.mag import Agent, Debate, Job, JobSpec, ParseStatus, Question
+from magdi.panel import PanelConfig
+from magdi.policy import DataPathError, OperatorPolicy, PolicyError, Who
+from magdi.protocol import ProtocolConfig
 from magdi.store.jobs import job_summary
 from services.api.schemas import (
     DebateCreate,
@@ -22,9 +28,9 @@ from services.api.schemas import (
     QuestionPublic,
 )
 
-
-class BadPath(ValueError):
-    """data_path lies outside MAGDI_API_DATA_ROOT."""
+log = logging.getLogger(__name__)
+REDACTED = "<redacted>"
+REDACTED_ERROR = "<redacted: send the API token to read job errors>"
 
 
 # -- requests -> specs -----------------------------------------------------------------------------
@@ -41,39 +47,76 @@ def question_from(body: DebateCreate) -> Question:
     )
 
 
-def debate_spec(body: DebateCreate) -> JobSpec:
-    """A one-question job. Its default name derives from the request, so a retried POST is a no-op."""
+def debate_spec(body: DebateCreate, policy: OperatorPolicy) -> JobSpec:
+    """A one-question job. Its default name derives from the request, so a retried POST is a no-op.
+
+    PolicyError when the panel or protocol asks for what the operator does not offer.
+    """
+    check_panel(body.panel, body.protocol, policy, questions=1)
     question = question_from(body)
-    panel, protocol = body.panel.model_dump(exclude_none=True), body.protocol.model_dump()
+    panel, protocol = body.panel.model_dump(mode="json"), body.protocol.model_dump(mode="json")
     name = body.name or f"debate-{ids.digest(question.model_dump(mode='json'), panel, protocol)}"
-    return JobSpec(name=name, dataset=question.dataset, questions=[question], panel=panel, protocol=protocol)
+    return JobSpec(name=name, dataset=question.dataset, questions=[question], panel=body.panel,
+                   protocol=body.protocol)
 
 
-def resolve_data_path(path: str, root: Path | None) -> str:
-    """Relative paths are taken under `root`; with a root, nothing outside it is accepted."""
-    if root is None:
-        return path
-    full = os.path.normpath(root / path)  # root / absolute = absolute: checked the same way
-    base = os.path.normpath(root)
-    if os.path.commonpath([full, base]) != base:
-        raise BadPath(f"must lie under the server's data root {base}")
-    return full
+def job_spec(body: JobCreate, policy: OperatorPolicy) -> JobSpec:
+    """A dataset slice under the operator's data root, checked before it is queued.
+
+    The data path is stored relative to the root (every worker resolves it under its own root
+    again); one row is read to check the format, and without a `limit` the rows are counted up to
+    the cap. PolicyError / DataPathError (generic: it never says whether a file exists elsewhere).
+    """
+    check_panel(body.panel, body.protocol, policy, questions=body.limit)
+    data_path = policy.relative_data_path(body.data_path)
+    fmt = body.format or default_format(body.dataset)
+    cap = policy.job_max_questions
+    try:
+        found = load_questions(policy.confine(data_path), fmt, dataset=body.dataset, offset=body.offset,
+                               limit=cap + 1 if body.limit is None else 1)
+    except DatasetError as exc:
+        log.info("POST /v1/jobs: %s does not load as %s: %s", data_path, fmt, exc)
+        raise DataPathError(f"could not be read as {fmt} from offset {body.offset}") from None
+    if len(found) > cap:
+        raise PolicyError([(("limit",), f"the file has more than {cap} questions from offset {body.offset}, the "
+                                       "most one job may have on this server; pass a limit")])
+    return JobSpec(name=body.name, dataset=body.dataset, data_path=data_path, data_format=body.format,
+                   offset=body.offset, limit=body.limit, panel=body.panel, protocol=body.protocol)
 
 
-def job_spec(body: JobCreate, root: Path | None) -> JobSpec:
-    return JobSpec(name=body.name, dataset=body.dataset, data_path=resolve_data_path(body.data_path, root),
-                   data_format=body.format, offset=body.offset, limit=body.limit,
-                   panel=body.panel.model_dump(exclude_none=True), protocol=body.protocol.model_dump())
+def check_panel(panel: PanelConfig, protocol: ProtocolConfig, policy: OperatorPolicy, *,
+                questions: int | None) -> None:
+    """The caller's panel on declared endpoints within the caps; its topology names its own agents."""
+    policy.bind(panel, Who.CALLER)
+    policy.check_caps(questions=questions, max_rounds=protocol.max_rounds)
+    try:
+        protocol.check_agents(panel.agent_names)
+    except ValueError as exc:
+        raise PolicyError([(("protocol", "topology"), str(exc))]) from None
 
 
 # -- domain -> responses ---------------------------------------------------------------------------
-def job_public(job: Job) -> JobPublic:
+def job_public(job: Job, *, trusted: bool = True) -> JobPublic:
+    """A job as the API shows it; for an anonymous reader (`trusted=False`) without the operator's
+    details: base URLs, key variable names, data paths, demo folders and error texts are redacted."""
     data: dict[str, Any] = job_summary(job)
+    spec = json.loads(job.spec.model_dump_json())
+    if not trusted:
+        for agent in spec["panel"]["agents"]:
+            for key in ("base_url", "api_key_env"):
+                if agent.get(key) is not None:
+                    agent[key] = REDACTED
+        for key in ("data_path",):
+            if spec.get(key) is not None:
+                spec[key] = REDACTED
+        if spec["protocol"].get("demos_source") is not None:
+            spec["protocol"]["demos_source"] = REDACTED
+        data["errors"] = [REDACTED_ERROR for _ in data["errors"]]
     return JobPublic(name=job.spec.name, dataset=job.spec.dataset, **{k: v for k, v in data.items() if k != "spec"},
-                     spec=json.loads(job.spec.model_dump_json()))
+                     spec=spec)
 
 
-def debate_public(d: Debate) -> DebatePublic:
+def debate_public(d: Debate, *, trusted: bool = True) -> DebatePublic:
     debate_id = d.id  # once: an imported MAG's id hashes its content
     nodes = [
         NodePublic(id=ids.response_id(debate_id, r.agent, r.round), label=r.label,
@@ -89,11 +132,18 @@ def debate_public(d: Debate) -> DebatePublic:
     q = d.question
     return DebatePublic(
         id=debate_id, question=QuestionPublic(id=q.id, **q.model_dump(exclude={"extra"})), job_id=d.job_id,
-        protocol=d.protocol, panel=d.panel, config_hash=d.config_hash, status=d.status, team_answer=d.team_answer,
+        protocol=d.protocol, panel=d.panel if trusted else [_public_agent(a) for a in d.panel], config_hash=d.config_hash, status=d.status, team_answer=d.team_answer,
         team_correct=d.team_correct, majority_answer=d.majority_answer, consensus=d.consensus,
         rounds_used=d.rounds_used, error=d.error, created_at=d.created_at, nodes=nodes, edges=edges,
         metrics=metrics(d),
     )
+
+
+def _public_agent(agent: Agent) -> Agent:
+    """A declared endpoint is shown by its name; an inline base URL only to trusted callers."""
+    if agent.endpoint and "://" in agent.endpoint:
+        return agent.model_copy(update={"endpoint": REDACTED})
+    return agent
 
 
 def metrics(d: Debate) -> DebateMetrics:

@@ -8,13 +8,18 @@
     magdi teachers serve --solutions data/gsm8k/model_solutions.jsonl \
         --questions data/gsm8k/test.jsonl --port 8901
 
-Only typer and the standard library are imported here at module level (the core CLI imports
-this module in every image); the generator's dependencies load when a command runs.
+Only typer, the standard library and the core's protocol config (for its defaults) are imported
+here at module level (the core CLI imports this module in every image); the generator's
+dependencies load when a command runs.
 """
 
 from pathlib import Path
 
 import typer
+
+from magdi.protocol import ProtocolConfig
+
+_PROTOCOL = ProtocolConfig()  # the options below show the core's defaults, never their own
 
 
 def register(app: typer.Typer) -> None:
@@ -35,14 +40,15 @@ def generate(
     offset: int = typer.Option(0, min=0, help="first question (0-based)"),
     job: str = typer.Option(..., help="job name; a job is identified by it"),
     resume: bool = typer.Option(False, help="continue an existing job; stored turns are never re-requested"),
-    protocol: str = typer.Option("reconcile", help="reconcile | debate"),
-    max_rounds: int = typer.Option(3, min=0, help="discussion rounds after round 0"),
-    topology: str = typer.Option("all", help="all | ring | 'a->b,b->c' (who sees whom)"),
+    protocol: str = typer.Option(_PROTOCOL.name, help="reconcile | debate"),
+    max_rounds: int = typer.Option(_PROTOCOL.max_rounds, min=0, help="discussion rounds after round 0"),
+    topology: str = typer.Option(str(_PROTOCOL.topology), help="all | ring | 'a->b,b->c' (who sees whom)"),
     convincing: Path | None = typer.Option(None, help="convincing-samples folder (ReConcile's convincing/ "
                                                       "or one task folder); default: no demos"),
-    reask: bool = typer.Option(True, help="re-ask once when a reply cannot be parsed"),
-    missing_confidence: str = typer.Option("zero", help="a missing confidence in the team vote: zero "
-                                                        "(ReConcile: counts as 0.0) | ignore (no weight)"),
+    reask: bool = typer.Option(_PROTOCOL.reask, help="re-ask once when a reply cannot be parsed"),
+    missing_confidence: str = typer.Option(_PROTOCOL.missing_confidence,
+                                           help="a missing confidence in the team vote: zero (ReConcile: counts "
+                                                "as 0.0) | ignore (no weight)"),
     concurrency: int | None = typer.Option(None, min=1, help="debates in flight (default 16)"),
     progress: bool = typer.Option(True, help="live progress bar"),
 ) -> None:
@@ -66,8 +72,11 @@ def worker(
 
 
 def teachers_serve(
-    solutions: Path = typer.Option(..., help="gsm8k model_solutions.jsonl (the recorded outputs)"),
-    questions: Path = typer.Option(..., help="the line-aligned gsm8k test.jsonl"),
+    solutions: Path = typer.Option(..., exists=True, dir_okay=False,
+                                   help="gsm8k model_solutions.jsonl (the recorded outputs), e.g. "
+                                        "data/gsm8k/model_solutions.jsonl"),
+    questions: Path = typer.Option(..., exists=True, dir_okay=False,
+                                   help="the line-aligned gsm8k test.jsonl, e.g. data/gsm8k/test.jsonl"),
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8901),
     seed: int = typer.Option(0),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 import openai
 
+from magdi.panel import AgentConfig, PanelConfig
 from magdi.store.quota import endpoint_id
 from services.generator.limits import (
     CircuitBreaker,
@@ -25,7 +26,6 @@ from services.generator.limits import (
     retry_delay,
     should_retry,
 )
-from services.generator.panel import AgentConfig, PanelConfig
 from services.generator.redact import RedactSecrets
 
 logger = logging.getLogger(__name__)
@@ -196,9 +196,11 @@ class Endpoints:
         for agent in panel.agents:
             client_key = (agent.base_url, agent.api_key_env)
             if client_key not in self._clients:
+                timeout = httpx.Timeout(agent.timeout_s, connect=min(agent.timeout_s, 10.0))
                 self._clients[client_key] = openai.AsyncOpenAI(
-                    base_url=agent.base_url, api_key=keys[agent.name], max_retries=0,
-                    timeout=httpx.Timeout(agent.timeout_s, connect=min(agent.timeout_s, 10.0)),
+                    base_url=agent.base_url, api_key=keys[agent.name], max_retries=0, timeout=timeout,
+                    # no redirects: a declared endpoint must not be able to send prompts somewhere else
+                    http_client=httpx.AsyncClient(timeout=timeout, follow_redirects=False),
                 )
             if agent.endpoint_key not in self._endpoints:
                 self._endpoints[agent.endpoint_key] = Endpoint(agent, self._clients[client_key], rng, redactor)
@@ -219,12 +221,16 @@ class Endpoints:
 class PreflightError(ValueError):
     """An endpoint is unreachable, refuses the key, or does not serve a model the panel names."""
 
+    def __init__(self, message: str, endpoints: list[str]) -> None:
+        super().__init__(message)
+        self.endpoints = endpoints  # declared names or base URLs of the endpoints that failed
+
 
 async def _check_group(base_url: str, key: str, agents: list[AgentConfig], timeout_s: float) -> list[str]:
     url = f"{base_url}/models"
     headers = {"Authorization": f"Bearer {key}"}
     try:
-        async with httpx.AsyncClient(timeout=timeout_s) as http:
+        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as http:
             response = await http.get(url, headers=headers)
     except httpx.HTTPError as exc:
         return [f"  {url}: unreachable ({type(exc).__name__}: {_short(exc, 120)})"]
@@ -253,4 +259,7 @@ async def preflight(panel: PanelConfig, keys: dict[str, str], timeout_s: float =
                                      for (url, key), agents in groups.items()))
     problems = [line for lines in results for line in lines]
     if problems:
-        raise PreflightError("endpoint preflight failed (no paid call was made)\n" + "\n".join(problems))
+        failed = [agents[0].endpoint or url for ((url, _), agents), lines in zip(groups.items(), results, strict=True)
+                  if lines]
+        raise PreflightError("endpoint preflight failed (no paid call was made)\n" + "\n".join(problems),
+                             sorted(set(failed)))

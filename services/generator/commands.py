@@ -20,16 +20,17 @@ from rich.progress import Progress as Bar
 from rich.table import Table
 
 from magdi.cli.common import console, fail, store_or_exit, user_errors
-from magdi.datasets import load_questions
+from magdi.datasets import default_format, load_questions
 from magdi.mag import JobStatus
+from magdi.panel import load_panel
+from magdi.protocol import ProtocolConfig
 from magdi.store.jobs import JobStore
 from services.generator import redact
 from services.generator.client import preflight
 from services.generator.engine import Progress
 from services.generator.jobrun import JobResult, describe, new_worker_id, owner_is_dead, run_job
-from services.generator.jobspec import build_spec, default_format, prepare
-from services.generator.panel import load_panel
-from services.generator.protocols import ProtocolConfig, load_convincing
+from services.generator.jobspec import build_spec, prepare
+from services.generator.protocols import load_convincing
 from services.generator.settings import GeneratorSettings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limi
                                       demos_source=str(convincing) if convincing else None)
         spec = build_spec(name=job, dataset=dataset, data_path=str(data.resolve()), data_format=data_format,
                           offset=offset, limit=limit, panel=panel_cfg, protocol=protocol_cfg)
-        prepared = prepare(spec)
+        prepared = prepare(spec, policy=settings.policy)
         redact.install(prepared.keys.values())
         asyncio.run(preflight(prepared.panel, prepared.keys, settings.preflight_timeout_s))
     worker_id = new_worker_id()

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from magdi.answers import AnswerParseError, is_equivalent, recalibrate_confidence
 from magdi.mag import Debate, DebateStatus, Output, ParseStatus, Question, Response
-from services.generator.client import CallResult, Endpoints, prompt_hash
-from services.generator.panel import PanelConfig
+from magdi.panel import AgentConfig, PanelConfig
+from services.generator.budget import Budget, worst_case_usd
+from services.generator.client import CallResult, Endpoint, Endpoints, Message, prompt_hash
 from services.generator.protocols import prompts
 from services.generator.protocols.base import Protocol, TurnRequest, parse_turn
 from services.generator.sinks import DebateSink, GroupWriter
@@ -79,7 +80,7 @@ class Engine:
     def __init__(self, panel: PanelConfig, protocol: Protocol, endpoints: Endpoints, sink: DebateSink, *,
                  job_id: str, config_hash: str | None = None, concurrency: int = 16,
                  gate: WriteGate | None = None, progress: Progress | None = None,
-                 writer: GroupWriter | None = None) -> None:
+                 writer: GroupWriter | None = None, budget: Budget | None = None) -> None:
         self.panel = panel
         self.protocol = protocol
         self.endpoints = endpoints
@@ -95,6 +96,7 @@ class Engine:
         self.gate = gate or (lambda: None)
         self.progress = progress or Progress()
         self.draining = asyncio.Event()  # set: finish in-flight turns, start nothing new
+        self.budget = budget  # the job's cost cap; exhausted = drained because the next call could pass it
 
     # -- job level ---------------------------------------------------------------------------
     async def run(self, questions: Sequence[Question]) -> Progress:
@@ -217,7 +219,9 @@ class Engine:
         endpoint = self.endpoints.by_agent[req.agent]
         base = {"agent": req.agent, "round": req.round, "model": agent.model,
                 "prompt_hash": prompt_hash(req.messages), "prompt": req.messages}
-        result = await endpoint.complete(agent, req.messages)
+        result = await self._paid_call(endpoint, agent, req.messages)
+        if result is None:  # the cost cap: this turn is not made, the debate stays partial
+            raise Stopped
         outputs = [_output(result)]
         if result.text is None:
             self._account(result, ParseStatus.ABSENT)
@@ -233,16 +237,19 @@ class Engine:
                 reask = prompts.reask(error, self.protocol.asks_confidence)
                 retry = [*req.messages, {"role": "assistant", "content": result.text},
                          {"role": "user", "content": reask}]
-                second = await endpoint.complete(agent, retry)
-                outputs.append(_output(second, reask=reask))
-                if second.text is not None:
+                second = await self._paid_call(endpoint, agent, retry)
+                if second is None:
+                    error = f"{error}; no re-ask: the job's cost cap was reached"
+                else:
+                    outputs.append(_output(second, reask=reask))
+                if second is not None and second.text is not None:
                     result = result.merge(second)
                     try:
                         parsed = parse_turn(result.text or "", question)
                         error = None
                     except AnswerParseError as exc2:
                         error = f"{error}; after one re-ask: {exc2}"
-                else:
+                elif second is not None:
                     result.attempts += second.attempts
                     error = f"{error}; the re-ask failed: {second.error}"
         usage = {"tokens_in": result.tokens_in, "tokens_out": result.tokens_out, "latency_s": result.latency_s,
@@ -260,6 +267,25 @@ class Engine:
             correct=is_equivalent(parsed.answer, gold, question.task, question.options) if gold is not None else None,
             **base, **usage,
         )
+
+    async def _paid_call(self, endpoint: Endpoint, agent: AgentConfig, messages: list[Message]) -> CallResult | None:
+        """One call within the job's cost cap; None (and the run drains) when it could pass the cap."""
+        if self.budget is None:
+            return await endpoint.complete(agent, messages)
+        worst = worst_case_usd(agent, messages)
+        if not await self.budget.reserve(worst):
+            if not self.draining.is_set():
+                logger.warning("job %s: %s; draining", self.job_id, self.budget.describe())
+            self.draining.set()
+            return None
+        result: CallResult | None = None
+        try:
+            result = await endpoint.complete(agent, messages)
+        finally:
+            # answered: what usage says (the worst case without usage); failed: nothing; cancelled: the worst case
+            actual = None if result is None else result.cost_usd if result.text is not None else 0.0
+            self.budget.settle(worst, actual)
+        return result
 
     def _account(self, result: CallResult, status: ParseStatus) -> None:
         p = self.progress

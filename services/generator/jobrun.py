@@ -27,6 +27,7 @@ from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
 from magdi.store.quota import QuotaShares
 from services.generator import redact
+from services.generator.budget import Budget
 from services.generator.client import Endpoints
 from services.generator.engine import Engine, Progress, Stopped
 from services.generator.jobspec import Prepared
@@ -144,8 +145,13 @@ class JobResult:
 
 async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker: str,
                   settings: GeneratorSettings, *, claimed_at: float, stop: asyncio.Event | None = None,
-                  progress: Progress | None = None, concurrency: int | None = None) -> JobResult:
-    """Run a job this worker claimed at monotonic time `claimed_at`; finish, release or abandon it."""
+                  progress: Progress | None = None, concurrency: int | None = None,
+                  max_cost_usd: float | None = None) -> JobResult:
+    """Run a job this worker claimed at monotonic time `claimed_at`; finish, release or abandon it.
+
+    `max_cost_usd` caps the job's whole cost (earlier runs of it included): no call starts that could
+    pass it, and the job ends `failed` with "cost cap reached" (`budget.Budget`).
+    """
     spec, panel = prepared.spec, prepared.panel
     stop = stop or asyncio.Event()
     redact.install(prepared.keys.values())
@@ -155,10 +161,14 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
     keeper = LeaseKeeper(jobs, spec.id, worker, settings, on_lost=lost.set, claimed_at=claimed_at)
     sink = GraphSink(store)
     writer = GroupWriter(sink, outage_s=settings.store_outage_s, gate=keeper.wait_valid)
+    await asyncio.to_thread(jobs.update, spec.id, total=len(prepared.questions))
+    budget = None
+    if max_cost_usd is not None:
+        so_far = await asyncio.to_thread(jobs.refresh_counters, spec.id)
+        budget = Budget(max_cost_usd, spent_usd=so_far.cost_usd if so_far else 0.0)
     engine = Engine(panel, protocol, endpoints, sink, job_id=spec.id, config_hash=spec.config_hash,
                     concurrency=concurrency or settings.concurrency, gate=keeper.check, progress=progress,
-                    writer=writer)
-    await asyncio.to_thread(jobs.update, spec.id, total=len(prepared.questions))
+                    writer=writer, budget=budget)
     quota = QuotaSharer(QuotaShares(store), f"{worker}/{spec.id}", endpoints, settings.lease_s, keeper.every_s)
     await quota.renew()  # before the first call: start at our share, not at the whole quota
     run_task = asyncio.create_task(engine.run(prepared.questions))
@@ -264,8 +274,12 @@ def _conclude(jobs: JobStore, spec: JobSpec, worker: str, engine: Engine, endpoi
         logger.warning("job %s: released unfinished (%d/%d debates)", spec.id, finished, progress.total)
         return JobResult(JobStatus.QUEUED, progress, errors, released=released)
     complete = job.done if job else progress.done + progress.skipped
-    # failed = resume it: nothing came out, or some debates crashed and are still partial
-    status = JobStatus.FAILED if complete == 0 or progress.crashed else JobStatus.COMPLETE
+    capped = engine.budget is not None and engine.budget.exhausted
+    # failed = resume it: nothing came out, some debates crashed and are still partial, or the cost cap stopped it
+    status = JobStatus.FAILED if complete == 0 or progress.crashed or capped else JobStatus.COMPLETE
+    if capped:
+        assert engine.budget is not None
+        errors.insert(0, f"{engine.budget.describe()}; {complete} of {progress.total} debates complete")
     if progress.crashed:
         errors.insert(0, f"{progress.crashed} debate(s) crashed and are incomplete; run the job again (--resume)")
     if not jobs.finish(spec.id, worker, status, errors):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from services.generator.panel import Backoff, Breaker, Limits
+from magdi.panel import Backoff, Breaker, Limits
 
 logger = logging.getLogger(__name__)
 

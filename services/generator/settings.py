@@ -11,9 +11,11 @@ from functools import lru_cache
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from magdi.policy import OperatorPolicy
+
 
 class GeneratorSettings(BaseSettings):
-    """Worker and run tunables (the panel file holds the per-endpoint ones)."""
+    """Worker and run tunables; the operator's endpoints and caps are `policy` (`magdi.policy`)."""
 
     model_config = SettingsConfigDict(env_prefix="MAGDI_GENERATOR_", extra="ignore")
 
@@ -30,6 +32,8 @@ class GeneratorSettings(BaseSettings):
     counters_every_s: float = Field(2.0, gt=0, description="job progress counters refresh interval")
     once: bool = Field(False, description="exit when the queue is empty instead of polling")
     log_level: str = Field("INFO", description="root log level of `python -m services.generator`")
+    policy: OperatorPolicy = Field(default_factory=OperatorPolicy,
+                                   description="declared endpoints, egress, data root, job caps (MAGDI_*)")
 
     @model_validator(mode="after")
     def _lease_fits(self) -> GeneratorSettings:

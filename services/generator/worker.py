@@ -13,10 +13,12 @@ import logging
 import signal
 import time
 
+from magdi.datasets import DatasetError
 from magdi.mag import Job, JobSpec, JobStatus
+from magdi.policy import Who
 from magdi.store.graph_store import GraphStore
-from magdi.store.jobs import JobStore
-from services.generator.client import preflight
+from magdi.store.jobs import InvalidJobSpec, JobStore
+from services.generator.client import PreflightError, preflight
 from services.generator.jobrun import describe, new_worker_id, owner_is_dead, run_job
 from services.generator.jobspec import prepare
 from services.generator.settings import GeneratorSettings
@@ -63,8 +65,24 @@ class Worker:
         return ran
 
     def _claim(self) -> Job | None:
-        """A queued or expired job; first, one whose holder is a dead process on this host."""
-        for running in self.jobs.list(JobStatus.RUNNING):
+        """A queued or expired job; first, one whose holder is a dead process on this host.
+
+        A job whose stored spec the schema refuses is marked failed by the claim and skipped.
+        """
+        for _ in range(100):
+            try:
+                return self._claim_once()
+            except InvalidJobSpec as exc:
+                logger.error("worker %s: %s; marked failed", self.worker_id, exc)
+        return None
+
+    def _claim_once(self) -> Job | None:
+        try:
+            running_jobs = self.jobs.list(JobStatus.RUNNING)
+        except InvalidJobSpec as exc:  # the claim below meets it (and marks it) once its lease expires
+            logger.warning("worker %s: not looking for dead local workers: %s", self.worker_id, exc)
+            running_jobs = []
+        for running in running_jobs:
             if owner_is_dead(running.lease_owner, self.worker_id):
                 job = self.jobs.claim(self.worker_id, self.settings.lease_s, running.id,
                                       take_over_from=running.lease_owner)
@@ -74,17 +92,42 @@ class Worker:
         return self.jobs.claim(self.worker_id, self.settings.lease_s)
 
     async def run_one(self, job_id: str, spec: JobSpec, claimed_at: float) -> None:
+        """Bind the spec to this worker's policy, check egress and the endpoints, then run it.
+
+        A spec may have reached Neo4j some other way than the API, so nothing in it is trusted: its
+        seats are re-bound to the endpoints declared HERE, the hosts are resolved and checked before
+        the first request, and a data file is read only under this worker's data root.
+        """
+        policy = self.settings.policy
         try:
-            prepared = await asyncio.to_thread(prepare, spec)
+            prepared = await asyncio.to_thread(prepare, spec, policy=policy, who=Who.WORKER)
             await asyncio.to_thread(self.store.check_questions, prepared.questions, f"job {spec.name}: ")
+            await asyncio.wait_for(asyncio.to_thread(policy.check_egress, prepared.panel),
+                                   timeout=self.settings.preflight_timeout_s)
             await preflight(prepared.panel, prepared.keys, self.settings.preflight_timeout_s)
-        except ValueError as exc:  # PanelError, DatasetError, DemoError, PreflightError, WriteConflict, validation
+        except (ValueError, TimeoutError) as exc:  # Policy/Panel/Dataset/Egress/PreflightError, WriteConflict, validation
             logger.error("job %s cannot run: %s", job_id, exc)
-            await asyncio.to_thread(self.jobs.finish, job_id, self.worker_id, JobStatus.FAILED, [str(exc)])
+            await asyncio.to_thread(self.jobs.finish, job_id, self.worker_id, JobStatus.FAILED, [public_error(exc)])
             return
         result = await run_job(prepared, self.store, self.jobs, self.worker_id, self.settings,
-                               claimed_at=claimed_at, stop=self.stop)
+                               claimed_at=claimed_at, stop=self.stop, max_cost_usd=policy.job_max_cost_usd)
         logger.info("worker %s finished job %s: %s", self.worker_id, job_id, describe(result))
+
+
+def public_error(exc: BaseException) -> str:
+    """What a job's errors (which API callers read) may say about why it could not start.
+
+    The policy's and the panel's own words name fields and endpoints, never a file's content; data
+    files and endpoint probes get a generic line, and the worker's log keeps the details.
+    """
+    if isinstance(exc, DatasetError):
+        return "the data file could not be loaded (details in the worker log)"
+    if isinstance(exc, PreflightError):
+        return (f"endpoint preflight failed for {', '.join(exc.endpoints)} (details in the worker log); "
+                "no paid call was made")
+    if isinstance(exc, TimeoutError):
+        return "the egress check of the endpoints' hosts timed out; no call was made"
+    return str(exc)
 
 
 async def serve(store: GraphStore, settings: GeneratorSettings) -> int:

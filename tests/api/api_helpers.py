@@ -11,9 +11,19 @@ from typing import Any
 import neo4j
 import uvicorn
 from fastapi import FastAPI
+from repo_data import DATA_DIR
+
+from magdi.policy import Endpoint, OperatorPolicy
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+TEST_HOSTS = ["testserver", "127.0.0.1", "localhost"]  # TestClient's Host header, and uvicorn on loopback
+# The operator's configuration the API tests run under: one declared endpoint, the repo's data/ as root.
+POLICY = OperatorPolicy(
+    endpoints=[Endpoint(name="sim", base_url="http://127.0.0.1:8901/v1", models=["sim-a", "sim-b"], max_tokens=2048,
+                        limits={"rpm": 60})],
+    data_root=DATA_DIR, job_max_questions=2000, job_max_rounds=5,
+)
 
 
 def dump(driver: neo4j.Driver) -> dict[str, Any]:

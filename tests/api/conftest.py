@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from api_helpers import TOKEN
+from api_helpers import POLICY, TEST_HOSTS, TOKEN
 from fastapi.testclient import TestClient
 
 from magdi.settings import Neo4jSettings
@@ -32,7 +32,8 @@ def _no_api_env() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def api_settings(neo4j_server: Neo4jSettings) -> ApiSettings:
-    return ApiSettings(token=TOKEN, neo4j=neo4j_server)
+    return ApiSettings(token=TOKEN, neo4j=neo4j_server, policy=POLICY, allowed_hosts=TEST_HOSTS,
+                       cypher_rate_per_min=100_000)
 
 
 @pytest.fixture(scope="session")
@@ -52,15 +53,16 @@ def make_client(neo4j_server: Neo4jSettings) -> Iterator[Callable[..., TestClien
     with ExitStack() as stack:
 
         def build(**overrides: Any) -> TestClient:
-            values: dict[str, Any] = {"token": TOKEN, "neo4j": neo4j_server, **overrides}
+            values: dict[str, Any] = {"token": TOKEN, "neo4j": neo4j_server, "policy": POLICY,
+                                      "allowed_hosts": TEST_HOSTS, "cypher_rate_per_min": 100_000, **overrides}
             return stack.enter_context(TestClient(create_app(ApiSettings(**values))))
 
         yield build
 
 
 PANEL = {"name": "sim", "agents": [
-    {"name": "alice", "model": "sim-a", "base_url": "http://127.0.0.1:8901/v1"},
-    {"name": "bob", "model": "sim-b", "base_url": "http://127.0.0.1:8901/v1", "api_key_env": "BOB_KEY"},
+    {"name": "alice", "endpoint": "sim", "model": "sim-a"},
+    {"name": "bob", "endpoint": "sim", "model": "sim-b", "temperature": 0.5},
 ]}
 
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from services.api.observability import JsonFormatter, RedactFilter
 from services.api.settings import ApiSettings
 
-PANEL = {"agents": [{"name": "a", "model": "m", "base_url": "http://127.0.0.1:1/v1"}]}
+PANEL = {"agents": [{"name": "a", "endpoint": "sim", "model": "sim-a"}]}
 READS = [
     ("GET", "/v1/debates", {}),
     ("GET", "/v1/debates/d-x", {}),
@@ -95,7 +95,8 @@ def test_the_token_never_reaches_the_logs(client, caplog):
     assert any(getattr(r, "route", None) == "/v1/debates" for r in caplog.records)
 
 
-@pytest.mark.parametrize("token", ["short", "changeme", "x" * 15])
+@pytest.mark.parametrize("token", ["short", "changeme", "x" * 15, "changemechangeme", "a" * 16, "abcd" * 4,
+                                   "my-secret-0123456789", "0123456701234567"])
 def test_weak_tokens_are_refused_at_startup(token):
     with pytest.raises(ValidationError, match="MAGDI_API_TOKEN"):
         ApiSettings(token=token)

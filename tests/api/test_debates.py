@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from api_helpers import AUTH
+from api_helpers import AUTH, POLICY
 
 from magdi import ids
 from magdi.mag import Debate, ParseStatus, Response, canonical
+from magdi.policy import Who
 from magdi.store.jobs import JobStore
 
 
@@ -19,7 +20,9 @@ def test_post_debate_queues_a_one_question_job(client, store, panel):
     job = JobStore(store).get(out["job_id"])
     assert job is not None and job.status.value == "queued" and job.total == 1
     assert [q.text for q in job.spec.questions] == ["What is 6 * 7?"] and job.spec.data_path is None
-    assert job.spec.protocol["max_rounds"] == 2 and job.spec.panel["agents"][1]["api_key_env"] == "BOB_KEY"
+    assert job.spec.protocol.max_rounds == 2 and job.spec.panel.agents[1].endpoint == "sim"
+    stored = job.spec.panel.model_dump(mode="json")["agents"]
+    assert stored == panel["agents"], "the seats as the caller chose them; the operator's part is not stored"
     q = job.spec.questions[0]
     assert out["debate_id"] == ids.debate_id(job.id, q.id, q.qid)
     assert q.task.value == "number"  # from the dataset name
@@ -30,6 +33,10 @@ def test_post_debate_queues_a_one_question_job(client, store, panel):
     assert len(JobStore(store).list()) == 1
 
 
+def seat(**kw):
+    return {"panel": {"agents": [{"name": "a", "endpoint": "sim", "model": "sim-a", **kw}]}}
+
+
 @pytest.mark.parametrize(("patch", "field"), [
     ({"question": {"text": ""}}, "text"),
     ({"question": {"text": "q", "surprise": 1}}, "surprise"),
@@ -37,8 +44,20 @@ def test_post_debate_queues_a_one_question_job(client, store, panel):
     ({"panel": {"agents": [{"name": "a b", "model": "m", "base_url": "http://x"}]}}, "name"),
     ({"panel": {"agents": [{"name": "a", "model": "m", "base_url": "ftp://x"}]}}, "base_url"),
     ({"panel": {"agents": [{"name": "a", "model": "m", "base_url": "http://x", "api_key": "sk-123"}]}}, "api_key"),
+    # the schema of `magdi generate`, as strict: a typo in a nested key is a 422 naming it
+    (seat(limits={"rpmm": 5}), "rpmm"),
+    # the operator's policy: endpoints by name, models and caps of this server, no URLs or key variables
+    ({"panel": {"agents": [{"name": "a", "model": "sim-a", "base_url": "http://127.0.0.1:9/v1"}]}}, "base_url"),
+    (seat(limits={"rpm": 5}), "limits"),
+    (seat(price={"input_per_1k": 0}), "price"),
+    (seat(api_key_env="OPENAI_API_KEY"), "api_key_env"),
+    (seat(endpoint="elsewhere"), "endpoint"),
+    (seat(model="gpt-17"), "model"),
+    (seat(max_tokens=4096), "max_tokens"),
     ({"protocol": {"max_rounds": 99}}, "max_rounds"),
+    ({"protocol": {"max_rounds": 6}}, "max_rounds"),
     ({"protocol": {"name": "chaos"}}, "name"),
+    ({"protocol": {"topology": "alice->zed"}}, "topology"),
 ])
 def test_post_debate_rejects_bad_input_naming_the_field(client, store, panel, patch, field):
     body = {"question": {"text": "What is 6 * 7?"}, "panel": panel, **patch}
@@ -129,14 +148,14 @@ def test_unknown_debate_is_404_and_delete_removes_it(client, store, make_debate)
     assert rows[0]["n"] == 0
 
 
-def test_the_queued_spec_is_one_the_generator_accepts(client, store, panel):
-    """Contract with services/generator: the worker parses the panel and protocol the API stored."""
-    generator_panel = pytest.importorskip("services.generator.panel")
-    protocols = pytest.importorskip("services.generator.protocols")
+def test_the_queued_spec_is_one_the_worker_binds_to_its_declared_endpoint(client, store, panel):
+    """Contract with the worker: it re-binds the stored seats to ITS declarations (URL, limits, caps)."""
     body = {"question": {"text": "2 + 2?", "dataset": "gsm8k", "gold_answer": "4"}, "panel": panel,
             "protocol": {"max_rounds": 2, "topology": "ring"}}
     job = JobStore(store).get(client.post("/v1/debates", json=body, headers=AUTH).json()["job_id"])
-    parsed = generator_panel.parse_panel(job.spec.panel, "api job")
-    protocol = protocols.ProtocolConfig.model_validate(job.spec.protocol)
-    protocol.check_agents(parsed.agent_names)
-    assert parsed.agent_names == ["alice", "bob"] and protocol.max_rounds == 2
+    bound = POLICY.bind(job.spec.panel, Who.WORKER)
+    job.spec.protocol.check_agents(bound.agent_names)
+    assert bound.agent_names == ["alice", "bob"] and job.spec.protocol.max_rounds == 2
+    assert {a.base_url for a in bound.agents} == {"http://127.0.0.1:8901/v1"}
+    assert [a.limits.rpm for a in bound.agents] == [60, 60] and [a.max_tokens for a in bound.agents] == [2048, 2048]
+    assert bound.agents[1].temperature == 0.5

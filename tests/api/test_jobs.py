@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api_helpers import AUTH
+from api_helpers import AUTH, POLICY
 
 from magdi.mag import JobStatus
 from magdi.store.graph_store import encode_cursor
@@ -82,12 +82,58 @@ def test_bad_job_bodies_name_the_field(client, store, panel):
     assert JobStore(store).list() == []
 
 
-def test_data_root_confines_data_paths(make_client, store, panel, tmp_path):  # noqa: ARG001 - store wipes
-    client = make_client(data_root=tmp_path)
-    r = client.post("/v1/jobs", json=job_body(panel, data_path="/etc/passwd"), headers=AUTH)
-    assert r.status_code == 422 and "data_path" in r.text
+def test_data_paths_are_confined_to_the_data_root_with_one_answer_for_every_refusal(make_client, store, panel,
+                                                                                     tmp_path, public_data):
+    root, outside = tmp_path / "root", tmp_path / "private"
+    (root / "gsm8k").mkdir(parents=True)
+    outside.mkdir()
+    (root / "gsm8k" / "test.jsonl").write_bytes(public_data("gsm8k", "test.jsonl").read_bytes())
+    (outside / "rows.jsonl").write_bytes(public_data("gsm8k", "test.jsonl").read_bytes())
+    (root / "escape.jsonl").symlink_to(outside / "rows.jsonl")  # a link inside the root to a file outside it
+    (root / "linked").symlink_to(outside)  # a folder link
+    client = make_client(policy=POLICY.model_copy(update={"data_root": root}))
+    details = {}
+    for path in ["/etc/passwd", "/etc/no-such-file", str(outside / "rows.jsonl"), "escape.jsonl",
+                 "linked/rows.jsonl", "gsm8k/missing.jsonl", "gsm8k", "/"]:
+        r = client.post("/v1/jobs", json=job_body(panel, data_path=path), headers=AUTH)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "data_path"], (path, r.text)
+        details[path] = r.json()["detail"][0]["msg"]
+    assert len(set(details.values())) <= 2, details  # "not under the root" never differs from "missing"
+    assert details["/etc/passwd"] == details["/etc/no-such-file"] == details["escape.jsonl"] == details["/"]
+    assert all("/etc" not in msg and str(outside) not in msg for msg in details.values())
+    ok = client.post("/v1/jobs", json=job_body(panel), headers=AUTH)
+    assert ok.status_code == 202 and ok.json()["spec"]["data_path"] == "gsm8k/test.jsonl"
+    absolute = client.post("/v1/jobs", json=job_body(panel, name="abs", data_path=str(root / "gsm8k/test.jsonl")),
+                           headers=AUTH)
+    assert absolute.status_code == 202 and absolute.json()["spec"]["data_path"] == "gsm8k/test.jsonl"
+    assert [j.id for j in JobStore(store).list()] == ["job-slice1", "job-abs"]
+
+
+def test_without_a_data_root_no_data_file_job_is_accepted(make_client, store, panel):  # noqa: ARG001
+    client = make_client(policy=POLICY.model_copy(update={"data_root": None}))
     r = client.post("/v1/jobs", json=job_body(panel), headers=AUTH)
-    assert r.status_code == 202 and r.json()["spec"]["data_path"] == str(tmp_path / "gsm8k/test.jsonl")
+    assert r.status_code == 422 and "MAGDI_DATA_ROOT" in r.text
+
+
+def test_a_file_that_does_not_load_is_refused_before_it_is_queued(client, store, panel):
+    r = client.post("/v1/jobs", json=job_body(panel, data_path="README.md", format="gsm8k"), headers=AUTH)
+    assert r.status_code == 422 and "could not be read as gsm8k" in r.text
+    r = client.post("/v1/jobs", json=job_body(panel, offset=100_000), headers=AUTH)
+    assert r.status_code == 422 and "data_path" in r.text
+    assert JobStore(store).list() == []
+
+
+def test_caps_on_questions_and_a_strict_panel(make_client, store, panel):
+    client = make_client(policy=POLICY.model_copy(update={"job_max_questions": 20}))
+    r = client.post("/v1/jobs", json=job_body(panel, limit=21), headers=AUTH)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "limit"]
+    r = client.post("/v1/jobs", json=job_body(panel, limit=None), headers=AUTH)  # the whole file: 1319 rows
+    assert r.status_code == 422 and "pass a limit" in r.text
+    typo = job_body({"agents": [{**panel["agents"][0], "limits": {"rpmm": 5}}]})
+    r = client.post("/v1/jobs", json=typo, headers=AUTH)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-2:] == ["limits", "rpmm"], r.text
+    assert JobStore(store).list() == []
+    assert client.post("/v1/jobs", json=job_body(panel, limit=20), headers=AUTH).status_code == 202
 
 
 def test_cancel_then_purge(client, store, panel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from api_helpers import AUTH
+from api_helpers import AUTH, TEST_HOSTS
 from fastapi.testclient import TestClient
 
 from magdi.settings import Neo4jSettings
@@ -26,7 +26,7 @@ def test_health_ready_and_docs(client):
 
 
 def test_neo4j_down_is_503_not_500():
-    settings = ApiSettings(token=AUTH["Authorization"].split()[1],
+    settings = ApiSettings(token=AUTH["Authorization"].split()[1], allowed_hosts=TEST_HOSTS,
                            neo4j=Neo4jSettings(neo4j_uri="bolt://127.0.0.1:9", neo4j_password="x",
                                                connect_timeout_s=0.2, query_timeout_s=0.2))
     with TestClient(create_app(settings)) as client:
@@ -101,3 +101,23 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id(api_settings, sto
         r = client.get("/v1/stats", headers={**AUTH, "X-Request-ID": "req-500"})
     assert r.status_code == 500 and r.json() == {"detail": "internal error", "request_id": "req-500"}
     assert "boom" not in r.text
+
+
+def test_docs_pages_load_their_assets_from_this_server_only(client):
+    """/docs and /redoc work offline: every script, style and icon is served by the API itself."""
+    import re
+
+    for page in ("/docs", "/redoc"):
+        html = client.get(page)
+        assert html.status_code == 200, html.text
+        urls = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+        assert urls, html.text
+        for url in urls:
+            assert url.startswith("/") and not url.startswith("//"), f"{page} loads {url} from elsewhere"
+            asset = client.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 1000, (url, asset.status_code)
+
+
+def test_the_export_operation_has_one_ndjson_response_type(client):
+    responses = client.get("/openapi.json").json()["paths"]["/v1/exports/{fmt}"]["get"]["responses"]
+    assert list(responses["200"]["content"]) == ["application/x-ndjson"]

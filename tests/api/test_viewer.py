@@ -102,3 +102,50 @@ def test_list_page_filters_and_links_to_debates(api_settings, mag, browser):
 
 def _near(pixel: tuple[int, ...], rgb: tuple[int, int, int]) -> bool:
     return all(abs(a - b) <= 12 for a, b in zip(pixel, rgb, strict=True))
+
+
+def test_node_labels_show_whole_answers_and_the_panel_prints_no_null(api_settings, store, make_debate, browser):
+    """Labels were cut to 5 characters (115000 -> 11500, -129025 -> -1290) and the panel ended in 'null'."""
+    long_answer = "1234567890123456789012345"  # longer than a label holds: ends in an ellipsis
+    d = make_debate(7, rounds=1, gold="115000", job_id="job-view")
+    answers = {"alice": "115000", "bob": "-129025", "carol": long_answer}
+    d = d.model_copy(update={"responses": [r.model_copy(update={"answer": answers[r.agent]}) for r in d.responses]})
+    store.write_debates([d])
+    with serve(create_app(api_settings.model_copy(update={"open_reads": True}))) as base:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{base}/viewer/debates/{d.id}")
+        page.wait_for_selector("body[data-loaded=true]")
+
+        def label(agent: str) -> str:
+            return page.text_content(f'svg#mag text.answer[data-node-id="{d.response_id(agent, 0)}"]') or ""
+
+        assert label("alice") == "115000" and label("bob") == "-129025"
+        assert label("carol") == long_answer[:19] + "…"
+        assert long_answer in (page.text_content(f'circle[data-node-id="{d.response_id("carol", 0)}"] title') or "")
+        for agent in answers:
+            page.click(f'circle[data-node-id="{d.response_id(agent, 0)}"]')
+            panel = page.inner_text("#panel")
+            assert page.inner_text("#panel-answer") == answers[agent]
+            assert "null" not in panel, panel
+
+
+def test_api_docs_render_with_every_other_origin_blocked(api_settings, browser):
+    """/docs draws every operation with the network cut off: Swagger UI comes from the API itself."""
+    app = create_app(api_settings)
+    operations = sum(len(item) for item in app.openapi()["paths"].values())
+    with serve(app) as base:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        blocked: list[str] = []
+
+        def only_this_server(route):
+            if route.request.url.startswith(base):
+                route.continue_()
+            else:
+                blocked.append(route.request.url)
+                route.abort()
+
+        page.route("**/*", only_this_server)
+        page.goto(f"{base}/docs")
+        page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
+        assert page.locator(".swagger-ui .opblock").count() == operations
+        assert not blocked, blocked

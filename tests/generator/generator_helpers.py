@@ -6,6 +6,7 @@ Every process started here is stopped by its pid (SIGTERM, then SIGKILL), also o
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from magdi.procs import stop_process
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 MAGDI = str(Path(sys.executable).with_name("magdi"))
+RECORDED = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 THREE = [("verifier-175b", "175b_verification", "chatgpt"), ("finetuned-175b", "175b_finetuning", "claude"),
          ("verifier-6b", "6b_verification", "bard")]
 
@@ -44,8 +46,8 @@ class Panel:
         self.http.post(f"{self.base_url}/_sim/reset")
 
 
-def panel_dict(base_url: str, agents: list[tuple[str, str, str]] = THREE, **defaults: Any) -> dict[str, Any]:
-    """A panel config for the simulated panel with fast retries (tests must not sleep for long)."""
+def endpoint_defaults(base_url: str, **overrides: Any) -> dict[str, Any]:
+    """The simulated panel as an endpoint with fast retries (tests must not sleep for long)."""
     base: dict[str, Any] = {
         "base_url": base_url, "api_key_env": None, "max_tokens": 2048, "timeout_s": 5.0, "max_retries": 6,
         "backoff": {"initial_s": 0.05, "max_s": 0.4},
@@ -53,10 +55,25 @@ def panel_dict(base_url: str, agents: list[tuple[str, str, str]] = THREE, **defa
         "limits": {"max_in_flight": 32},
         "price": {"input_per_1k": 0.001, "output_per_1k": 0.002},
     }
-    for key, value in defaults.items():
+    for key, value in overrides.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return {"name": "test", "defaults": base,
+    return base
+
+
+def panel_dict(base_url: str, agents: list[tuple[str, str, str]] = THREE, **defaults: Any) -> dict[str, Any]:
+    """A panel config for the simulated panel (inline endpoint, as in a `magdi generate` panel file)."""
+    return {"name": "test", "defaults": endpoint_defaults(base_url, **defaults),
             "agents": [{"name": n, "model": m, "demos": d} for n, m, d in agents]}
+
+
+def operator_env(base_url: str, name: str = "sim", **overrides: Any) -> dict[str, str]:
+    """The operator's configuration of a worker in the tests: the simulated panel declared as an endpoint
+    (same settings as `panel_dict`, so inline test panels match it), its loopback host allow-listed, and
+    the repository's data/ as the data root."""
+    endpoint = {"name": name, "models": sorted({m for _, m, _ in THREE} | set(RECORDED)),
+                **endpoint_defaults(base_url, **overrides)}
+    return {"MAGDI_ENDPOINTS": json.dumps([endpoint]), "MAGDI_EGRESS_ALLOW": "127.0.0.1",
+            "MAGDI_DATA_ROOT": str(REPO / "data")}
 
 
 def write_panel(path: Path, base_url: str, **kwargs: Any) -> Path:

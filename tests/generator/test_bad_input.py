@@ -63,10 +63,10 @@ def test_bad_panels(store: GraphStore, neo4j_env, sim, gsm8k, tmp_path: Path) ->
     typo["agents"][0]["temprature"] = 0.3
     (tmp_path / "typo.yaml").write_text(yaml.safe_dump(typo))
     assert_refused(generate(tmp_path / "typo.yaml", gsm8k["test"]), "temprature: unknown key", store, sim)
-    remote = panel_dict("https://api.openai.invalid/v1", api_key_env="MAGDI_TEST_SURELY_UNSET_KEY")
+    remote = panel_dict("https://api.openai.invalid/v1", api_key_env="TEST_SURELY_UNSET_KEY")
     (tmp_path / "remote.yaml").write_text(yaml.safe_dump(remote))
     assert_refused(generate(tmp_path / "remote.yaml", gsm8k["test"]),
-                   "environment variable MAGDI_TEST_SURELY_UNSET_KEY is not set", store, sim)
+                   "environment variable TEST_SURELY_UNSET_KEY is not set", store, sim)
     unknown = panel_dict(sim.base_url, agents=[("a", "gpt-17", "chatgpt"), ("b", "6b_verification", "bard")])
     (tmp_path / "unknown.yaml").write_text(yaml.safe_dump(unknown))
     assert_refused(generate(tmp_path / "unknown.yaml", gsm8k["test"]), "model 'gpt-17' is not served", store, sim)

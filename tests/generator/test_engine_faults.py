@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from generator_helpers import panel_dict
+from generator_helpers import endpoint_defaults, panel_dict
 
 from magdi.answers import (
     AnswerParseError,
@@ -24,12 +24,12 @@ from magdi.answers import (
     weighted_vote,
 )
 from magdi.mag import Debate, DebateStatus, JobStatus, ParseStatus, Question, Response, TaskType
+from magdi.panel import parse_panel
 from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
 from services.generator.client import prompt_hash
 from services.generator.jobrun import new_worker_id, run_job
 from services.generator.jobspec import build_spec, prepare
-from services.generator.panel import parse_panel
 from services.generator.protocols import ProtocolConfig, build_protocol, load_convincing, parse_turn
 from services.generator.protocols.base import final_answers
 from services.generator.settings import GeneratorSettings
@@ -180,9 +180,9 @@ def test_an_endpoint_down_for_the_whole_job(store: GraphStore, start_panel, gsm8
 def test_the_key_never_reaches_the_graph_or_the_logs(store: GraphStore, start_panel, gsm8k: dict[str, Path],  # noqa: ANN001
                                                      monkeypatch, caplog) -> None:  # noqa: ANN001
     secret = "sk-test-4f9c2e71d0b8a6355e21"
-    monkeypatch.setenv("MAGDI_TEST_PANEL_KEY", secret)
+    monkeypatch.setenv("TEST_PANEL_KEY", secret)
     panel_srv = start_panel(latency_s=0.01, error_rate=0.2)
-    panel = parse_panel(panel_dict(panel_srv.base_url, api_key_env="MAGDI_TEST_PANEL_KEY"))
+    panel = parse_panel(panel_dict(panel_srv.base_url, api_key_env="TEST_PANEL_KEY"))
     spec = build_spec(name="secret", dataset="gsm8k", data_path=str(gsm8k["test"]), data_format="gsm8k",
                       offset=600, limit=3, panel=panel, protocol=ProtocolConfig(max_rounds=1))
     prepared = prepare(spec)
@@ -198,28 +198,63 @@ def test_the_key_never_reaches_the_graph_or_the_logs(store: GraphStore, start_pa
         "MATCH (n) WHERE any(k IN keys(n) WHERE any(v IN CASE WHEN valueType(n[k]) STARTS WITH 'LIST' "
         "THEN n[k] ELSE [n[k]] END WHERE toString(v) CONTAINS $s)) RETURN count(n) AS n", s=secret)
     assert records[0]["n"] == 0
-    assert "MAGDI_TEST_PANEL_KEY" in jobs.get(spec.id).spec.model_dump_json(), "only the variable's name is stored"
+    assert "TEST_PANEL_KEY" in jobs.get(spec.id).spec.model_dump_json(), "only the variable's name is stored"
     assert caplog.records and secret not in caplog.text
 
 
 def test_an_api_style_spec_with_inline_questions_runs(store: GraphStore, start_panel, gsm8k: dict[str, Path]) -> None:  # noqa: ANN001
-    """The shape services/api queues for POST /v1/debates: inline questions, plain protocol dict."""
+    """The shape services/api queues for POST /v1/debates: inline questions, seats on a declared endpoint,
+    bound by the worker to ITS declaration of that endpoint."""
     from magdi.datasets import load_questions
     from magdi.mag import JobSpec
+    from magdi.policy import Endpoint, OperatorPolicy, Who
 
     panel_srv = start_panel(latency_s=0.01)
     questions = load_questions(gsm8k["test"], "gsm8k", offset=700, limit=2)
-    panel = {"name": "api", "agents": [{"name": n, "model": m, "base_url": panel_srv.base_url}
-                                       for n, m, _ in [("a", "175b_verification", ""), ("b", "6b_verification", "")]]}
+    panel = {"name": "api", "agents": [{"name": "a", "endpoint": "sim", "model": "175b_verification"},
+                                       {"name": "b", "endpoint": "sim", "model": "6b_verification"}]}
     spec = JobSpec(name="inline", dataset="gsm8k", questions=questions, panel=panel,
                    protocol={"name": "reconcile", "max_rounds": 2, "topology": "a->b,b->a", "reask": True})
+    policy = OperatorPolicy(endpoints=[Endpoint(name="sim", models=["175b_verification", "6b_verification"],
+                                                **endpoint_defaults(panel_srv.base_url))], egress_allow=["127.0.0.1"])
+    prepared = prepare(spec, policy=policy, who=Who.WORKER)
+    policy.check_egress(prepared.panel)
     jobs, worker = JobStore(store), new_worker_id()
     settings = GeneratorSettings(concurrency=2, lease_s=30)
     claimed_at = time.monotonic()
     jobs.create(spec, total=2, owner=worker, lease_s=settings.lease_s)
-    result = asyncio.run(run_job(prepare(spec), store, jobs, worker, settings, claimed_at=claimed_at))
+    result = asyncio.run(run_job(prepared, store, jobs, worker, settings, claimed_at=claimed_at))
     assert result.status is JobStatus.COMPLETE
     debates = [store.get_debate(i) for i in store.debate_ids(DebateFilter(job_id=spec.id))]
     assert sorted(d.question.qid for d in debates) == sorted(q.qid for q in questions)
     for d in debates:
         assert all(e.source_agent != e.target_agent for e in d.edges), "explicit topology: no self edges"
+        assert {a.endpoint for a in d.panel} == {"sim"}, "the graph names the declared endpoint, not its URL"
+
+
+def test_the_cost_cap_stops_the_job_before_it_is_passed(store: GraphStore, start_panel,  # noqa: ANN001
+                                                        gsm8k: dict[str, Path]) -> None:
+    """MAGDI_JOB_MAX_COST_USD: no call starts that could take the job past the cap; the job is marked."""
+    panel_srv = start_panel(latency_s=0.01)
+    panel = parse_panel(panel_dict(panel_srv.base_url, max_tokens=512))
+    spec = build_spec(name="capped", dataset="gsm8k", data_path=str(gsm8k["test"]), data_format="gsm8k",
+                      offset=40, limit=12, panel=panel, protocol=ProtocolConfig(max_rounds=2))
+    jobs, worker = JobStore(store), new_worker_id()
+    settings = GeneratorSettings(concurrency=4, lease_s=30)
+    cap = 0.02
+    claimed_at = time.monotonic()
+    jobs.create(spec, total=12, owner=worker, lease_s=settings.lease_s)
+    result = asyncio.run(run_job(prepare(spec), store, jobs, worker, settings, claimed_at=claimed_at,
+                                 max_cost_usd=cap))
+    job = jobs.get(spec.id)
+    assert result.status is JobStatus.FAILED and job.status is JobStatus.FAILED
+    assert job.errors[0].startswith("cost cap reached"), job.errors
+    assert 0 < job.cost_usd <= cap, job.cost_usd
+    assert 0 < job.done < 12, "it ran until the cap, then stopped"
+    # a second run of the job spends nothing more: what is stored already counts against the cap
+    calls_before = sum(p["count"] for p in panel_srv.stats()["by_prompt"])
+    jobs.claim(worker, settings.lease_s, job_id=spec.id, any_status=True)
+    again = asyncio.run(run_job(prepare(spec), store, jobs, worker, settings, claimed_at=time.monotonic(),
+                                max_cost_usd=job.cost_usd + 0.001))
+    assert again.status is JobStatus.FAILED and jobs.get(spec.id).cost_usd <= job.cost_usd + 0.001
+    assert sum(p["count"] for p in panel_srv.stats()["by_prompt"]) - calls_before <= 1

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from magdi.panel import Backoff, Breaker, Limits
 from services.generator.limits import (
     CircuitBreaker,
     EndpointDown,
@@ -16,7 +17,6 @@ from services.generator.limits import (
     retry_delay,
     should_retry,
 )
-from services.generator.panel import Backoff, Breaker, Limits
 
 
 class FakeClock:

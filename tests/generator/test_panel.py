@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.generator.panel import PanelError, load_panel, parse_panel, resolve_keys
+from magdi.panel import PanelError, load_panel, parse_panel, resolve_keys
 from services.generator.redact import REDACTED, install
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,3 +104,32 @@ def test_the_key_never_enters_the_spec_or_the_logs(caplog: pytest.LogCaptureFixt
         log.removeHandler(handler)
     text = (tmp_path / "log.txt").read_text()
     assert secret not in text and "sk-other-unknown" not in text and text.count(REDACTED) >= 3
+
+
+def test_a_panel_is_stored_as_written_and_its_identity_survives_a_round_trip() -> None:
+    """Inline seats keep the keys they always had (so existing jobs keep their config hash); seats on a
+    declared endpoint are stored as the seat chose them, without the operator's part."""
+    from magdi.mag import JobSpec
+
+    inline = parse_panel({"agents": [agent("a")]})
+    assert set(inline.model_dump()["agents"][0]) == {
+        "name", "model", "base_url", "api_key_env", "temperature", "max_tokens", "timeout_s", "max_retries",
+        "backoff", "breaker", "limits", "price", "demos", "preflight"}
+    bound = parse_panel({"defaults": {"endpoint": "openai"},
+                         "agents": [{"name": "a", "model": "m", "max_tokens": 64}, {"name": "b", "model": "m"}]})
+    assert bound.model_dump()["agents"] == [{"name": "a", "model": "m", "endpoint": "openai", "max_tokens": 64},
+                                            {"name": "b", "model": "m", "endpoint": "openai"}]
+    for panel in (inline, bound):
+        spec = JobSpec(name="j", dataset="gsm8k", data_path="x.jsonl", panel=panel)
+        again = JobSpec.model_validate_json(spec.model_dump_json())
+        assert again.config_hash == spec.config_hash and again.panel == panel
+
+
+def test_a_panel_file_may_seat_agents_on_declared_endpoints(tmp_path: Path) -> None:
+    path = tmp_path / "panel.yaml"
+    path.write_text(yaml.safe_dump({"defaults": {"endpoint": "openai", "temperature": 0.7},
+                                    "agents": [{"name": "a", "model": "gpt-4o-mini"}]}))
+    panel = load_panel(path)
+    assert panel.agents[0].endpoint == "openai" and panel.agents[0].base_url is None
+    with pytest.raises(PanelError, match="MAGDI_"):
+        parse_panel({"agents": [agent("a", api_key_env="MAGDI_NEO4J_PASSWORD")]})

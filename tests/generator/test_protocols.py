@@ -170,3 +170,14 @@ def test_parse_turn_never_invents_an_answer() -> None:
     for bad in ("", "The answer is 18.", '{"reasoning": "x", "answer": ""}', '{"reasoning": "x"}'):
         with pytest.raises(AnswerParseError):
             parse_turn(bad, q)
+
+
+@pytest.mark.parametrize("topology", [[None], [["a"]], [["a", "b", "c"]], ["a-b"], [7]])
+def test_a_malformed_topology_is_a_validation_error_not_a_crash(topology: object) -> None:
+    """The API validates `protocol` with this model: a bad edge must be a 422, never a TypeError (a 500)."""
+    from pydantic import ValidationError
+
+    from magdi.protocol import ProtocolConfig
+
+    with pytest.raises(ValidationError, match="topology"):
+        ProtocolConfig(topology=topology)

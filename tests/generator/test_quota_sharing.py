@@ -12,10 +12,10 @@ from pathlib import Path
 
 from generator_helpers import MAGDI, count_responses, neo4j_subprocess_env, running, wait_for, write_panel
 
+from magdi.panel import Limits
 from magdi.store.graph_store import GraphStore
 from magdi.store.quota import QuotaShares, endpoint_id
 from services.generator.limits import EndpointLimiter
-from services.generator.panel import Limits
 
 
 def shares(store: GraphStore) -> dict[str, int]:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -395,3 +396,18 @@ def test_runner_stops_by_pid_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     with pytest.raises(ProcessLookupError):  # SIGTERM was ignored, SIGKILL was sent by pid
         os.kill(panel.pid, 0)
+
+
+def test_quantized_rate_window_scales_the_quota(bank: ReplayBank) -> None:
+    """rate_window_s=1 with rpm 120: 2 requests per second, as a provider quantizing its minute does."""
+    from starlette.testclient import TestClient
+
+    from services.generator.teachers.server import create_app
+
+    cfg = PanelSimConfig(solutions_path=SOLUTIONS, questions_path=QUESTIONS, rpm_limit=120, rate_window_s=1.0)
+    body = {"model": "6b_finetuning", "messages": [{"role": "user", "content": round0_prompt(bank.questions[2].question)}]}
+    with TestClient(create_app(cfg, bank=bank)) as tc:
+        codes = [tc.post("/v1/chat/completions", json=body).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        time.sleep(1.05)
+        assert tc.post("/v1/chat/completions", json=body).status_code == 200

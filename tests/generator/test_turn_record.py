@@ -20,13 +20,13 @@ from magdi.answers import AnswerParseError
 from magdi.formats import jsonl
 from magdi.formats.exports import exporter
 from magdi.mag import JobStatus, TaskType, canonical
+from magdi.panel import parse_panel
 from magdi.settings import Neo4jSettings
 from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
 from services.generator.client import prompt_hash
 from services.generator.jobrun import new_worker_id, run_job
 from services.generator.jobspec import build_spec, prepare
-from services.generator.panel import parse_panel
 from services.generator.protocols import ProtocolConfig, build_protocol, load_convincing, parse_turn
 
 TOKEN = "turn-record-token-0123456789"

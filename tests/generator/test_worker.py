@@ -11,13 +11,20 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from generator_helpers import count_responses, neo4j_subprocess_env, panel_dict, running, wait_for
+from generator_helpers import (
+    count_responses,
+    neo4j_subprocess_env,
+    operator_env,
+    panel_dict,
+    running,
+    wait_for,
+)
 
 from magdi.mag import DebateStatus, JobStatus, TaskType
+from magdi.panel import parse_panel
 from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
 from services.generator.jobspec import build_spec
-from services.generator.panel import parse_panel
 from services.generator.protocols import ProtocolConfig, load_convincing
 
 WORKER = [sys.executable, "-m", "services.generator"]
@@ -53,7 +60,7 @@ def test_two_workers_share_the_queue(store: GraphStore, neo4j_env, start_panel, 
     panel = start_panel(latency_s=0.05)
     jobs = JobStore(store)
     job_ids = [queue_job(jobs, f"q{i}", panel.base_url, gsm8k, offset=100 + 5 * i, limit=5) for i in range(3)]
-    env = neo4j_subprocess_env(MAGDI_GENERATOR_ONCE="true")
+    env = neo4j_subprocess_env(MAGDI_GENERATOR_ONCE="true", **operator_env(panel.base_url))
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
     with running(WORKER, env, logs[0]) as w1, running(WORKER, env, logs[1]) as w2:
         wait_for(lambda: w1.poll() is not None and w2.poll() is not None, 180, "both workers to drain the queue",
@@ -72,7 +79,8 @@ def test_lease_expiry_hands_a_dead_workers_job_to_another(store: GraphStore, neo
     panel = start_panel(latency_s=0.3)
     jobs = JobStore(store)
     job_id = queue_job(jobs, "orphan", panel.base_url, gsm8k, offset=200, limit=10)
-    env = neo4j_subprocess_env(MAGDI_GENERATOR_ONCE="true", MAGDI_GENERATOR_CONCURRENCY="2")
+    env = neo4j_subprocess_env(MAGDI_GENERATOR_ONCE="true", MAGDI_GENERATOR_CONCURRENCY="2",
+                               **operator_env(panel.base_url))
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
     # A looks like a worker on another machine: B cannot see that it died, only that its lease ran out
     with running(WORKER, {**env, "MAGDI_GENERATOR_WORKER_ID": "other-host:4242:aaaaaa"}, log_a) as a:
@@ -102,7 +110,8 @@ def test_sigterm_drains_in_flight_turns_and_releases_the_job(store: GraphStore, 
     panel = start_panel(latency_s=0.3)
     jobs = JobStore(store)
     job_id = queue_job(jobs, "drained", panel.base_url, gsm8k, offset=300, limit=10)
-    env = neo4j_subprocess_env(MAGDI_GENERATOR_ONCE="true", MAGDI_GENERATOR_CONCURRENCY="3")
+    env = neo4j_subprocess_env(MAGDI_GENERATOR_ONCE="true", MAGDI_GENERATOR_CONCURRENCY="3",
+                               **operator_env(panel.base_url))
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
     with running(WORKER, env, log_a) as a:
         wait_for(lambda: count_responses(store.driver, job_id) >= 6 or a.poll() is not None, 120, "worker A to work")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_helpers import GENERATOR_TESTS, Recorder, Row, env_out_dir
+from reliability_helpers import GENERATOR_TESTS, Probe, Recorder, Row, env_out_dir
 
 _spec = importlib.util.spec_from_file_location("generator_conftest", GENERATOR_TESTS / "conftest.py")
 assert _spec is not None and _spec.loader is not None
@@ -32,9 +32,9 @@ def recorder() -> Iterator[Recorder]:
 
 @pytest.fixture
 def record(recorder: Recorder, request: pytest.FixtureRequest):  # noqa: ANN201
-    """record(Row) for this test; the row's `test` is filled in."""
+    """record(Row) or record(Probe) for this test; the row's `test` is filled in."""
 
-    def add(row: Row) -> None:
+    def add(row: Row | Probe) -> None:
         row.test = request.node.nodeid
         recorder.add(row)
 

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,21 +44,35 @@ class Row:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Probe:
+    """One line of the security table: an attack from the review (issue 16), how it was tried, what came of it."""
+
+    finding: str
+    probe: str
+    result: str
+    test: str = ""
+
+
 class Recorder:
     """Rows of this session, rewritten to the JSON file after each one (a crash keeps the rest)."""
 
     def __init__(self, out_dir: Path) -> None:
         self.path = out_dir / RESULTS_FILE
         self.rows: list[Row] = []
+        self.probes: list[Probe] = []
         self._lock = threading.Lock()
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"started": time.time(), "rows": []}, indent=1))
+        self._write()
 
-    def add(self, row: Row) -> None:
+    def add(self, row: Row | Probe) -> None:
         with self._lock:
-            self.rows.append(row)
-            self.path.write_text(json.dumps({"started": time.time(), "rows": [asdict(r) for r in self.rows]},
-                                            indent=1, default=str))
+            (self.probes if isinstance(row, Probe) else self.rows).append(row)  # type: ignore[arg-type]
+            self._write()
+
+    def _write(self) -> None:
+        self.path.write_text(json.dumps({"started": time.time(), "rows": [asdict(r) for r in self.rows],
+                                         "security": [asdict(p) for p in self.probes]}, indent=1, default=str))
 
 
 def graph_duplicates(driver: Any) -> dict[str, int]:
@@ -181,6 +196,74 @@ def assert_clean(state: dict[str, Any], n_questions: int) -> None:
 
 def lost_and_duplicated(state: dict[str, Any]) -> tuple[int, int]:
     return state["missing_debates"] + state["lost_calls"], state["duplicated"] + state["stored_twice"]
+
+
+class Listener:
+    """A real HTTP server on 127.0.0.1 that records every request and answers like an OpenAI endpoint.
+
+    It stands for an attacker's host: if the code under test sends it anything (a key in a header, a
+    prompt in a body), it is in `requests`. It answers `/models` and chat completions properly, so a
+    request that does get through is not stopped by an error either (the positive controls use it).
+    """
+
+    def __init__(self, models: list[str]) -> None:
+        self.models = models
+        self.requests: list[dict[str, Any]] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def text(self) -> str:
+        """Everything received, headers and bodies, as one string to search."""
+        return json.dumps(self.requests)
+
+    def __enter__(self) -> Listener:
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> bytes:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                listener.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                          "body": body.decode("utf-8", "replace")})
+                return body
+
+            def _send(self, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self._record()
+                self._send({"object": "list", "data": [{"id": m, "object": "model"} for m in listener.models]})
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._record()
+                content = json.dumps({"reasoning": "listener", "answer": "1", "confidence_level": "0.9"})
+                self._send({"id": "x", "object": "chat.completion", "created": 0, "model": listener.models[0],
+                            "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": content}}],
+                            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
 
 
 def graph_snapshot(driver: Any) -> dict[str, str]:

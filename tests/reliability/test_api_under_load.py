@@ -19,6 +19,7 @@ from generator_helpers import panel_dict
 from reliability_helpers import Row, assert_clean, final_state, lost_and_duplicated
 
 from magdi.mag import JobStatus
+from magdi.panel import parse_panel
 from magdi.settings import Neo4jSettings
 from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
@@ -26,7 +27,6 @@ from services.api.main import create_app
 from services.api.settings import ApiSettings
 from services.generator.jobrun import JobResult, new_worker_id, run_job
 from services.generator.jobspec import build_spec, prepare
-from services.generator.panel import parse_panel
 from services.generator.protocols import ProtocolConfig
 from services.generator.settings import GeneratorSettings
 
@@ -73,10 +73,12 @@ def test_reads_and_cypher_while_a_job_writes(store: GraphStore, neo4j_server: Ne
     settings = GeneratorSettings(concurrency=4, lease_s=30, counters_every_s=0.5)
     outcome: dict[str, JobResult | BaseException] = {}
 
+    t0 = time.monotonic()
+    # created before the readers start: a job that does not exist yet is a 404 for GET /v1/debates?job=
+    jobs.create(spec, total=N, owner=worker, lease_s=settings.lease_s)
+
     def job() -> None:
         try:
-            t0 = time.monotonic()
-            jobs.create(spec, total=N, owner=worker, lease_s=settings.lease_s)
             outcome["result"] = asyncio.run(run_job(prepare(spec), store, jobs, worker, settings, claimed_at=t0))
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             outcome["error"] = exc
@@ -84,8 +86,8 @@ def test_reads_and_cypher_while_a_job_writes(store: GraphStore, neo4j_server: Ne
     requests = errors = complete_seen = 0
     problems: list[str] = []
     latencies: list[float] = []
-    app = create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server))
-    with TestClient(app) as client:
+    app = create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server, cypher_rate_per_min=10_000))  # one busy client
+    with TestClient(app, base_url="http://localhost") as client:
         thread = threading.Thread(target=job, daemon=True)
         t_start = time.monotonic()
         thread.start()

@@ -80,7 +80,7 @@ def test_api_refuses_bad_input(folder: str, case: dict[str, Any], seeded: GraphS
     request = json.loads((CORPUS / folder / case["file"]).read_text())
     body = {k: request[k] for k in ("json", "content") if k in request}
     before = snapshot(seeded)
-    with TestClient(create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server))) as client:
+    with TestClient(create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server)), base_url="http://localhost") as client:
         r = client.request(request["method"], request["path"], headers={"Authorization": f"Bearer {TOKEN}"}, **body)
     assert (r.status_code, case["message"] in r.text) == (case["status"], True), f"{r.status_code} {r.text[:500]}"
     assert snapshot(seeded) == before, "nothing is stored for a bad request"

@@ -29,12 +29,12 @@ from reliability_helpers import GENERATOR_TESTS, REPO, Row, assert_clean, final_
 from test_engine_faults import check_mag
 
 from magdi.mag import DebateStatus, JobStatus, ParseStatus, TaskType
+from magdi.panel import parse_panel
 from magdi.procs import free_port, stop_process
 from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
 from services.generator.jobrun import new_worker_id, run_job
 from services.generator.jobspec import build_spec, prepare
-from services.generator.panel import parse_panel
 from services.generator.protocols import ProtocolConfig, build_protocol, load_convincing
 from services.generator.settings import GeneratorSettings
 

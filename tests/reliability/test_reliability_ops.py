@@ -13,12 +13,12 @@ from generator_helpers import panel_dict
 from typer.testing import CliRunner
 
 from magdi.mag import JobStatus
+from magdi.panel import parse_panel
 from magdi.store import schema
 from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
 from services.generator.jobrun import new_worker_id, run_job
 from services.generator.jobspec import build_spec, prepare
-from services.generator.panel import parse_panel
 from services.generator.protocols import ProtocolConfig
 from services.generator.settings import GeneratorSettings
 

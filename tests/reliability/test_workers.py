@@ -14,15 +14,22 @@ import time
 from pathlib import Path
 
 import pytest
-from generator_helpers import count_responses, neo4j_subprocess_env, panel_dict, running, wait_for
+from generator_helpers import (
+    count_responses,
+    neo4j_subprocess_env,
+    operator_env,
+    panel_dict,
+    running,
+    wait_for,
+)
 from reliability_helpers import Row, assert_clean, final_state, lost_and_duplicated, sim_counts
 from test_worker import claims
 
 from magdi.mag import JobStatus, TaskType
+from magdi.panel import parse_panel
 from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
 from services.generator.jobspec import build_spec
-from services.generator.panel import parse_panel
 from services.generator.protocols import ProtocolConfig, load_convincing
 
 WORKER = [sys.executable, "-m", "services.generator"]
@@ -43,7 +50,8 @@ def test_workers_share_jobs_and_take_over_a_dead_ones(workers: int, store: Graph
     panel = start_panel(latency_s=0.25)
     jobs = JobStore(store)
     job_ids = [queue(jobs, f"w{workers}-{i}", panel.base_url, gsm8k, 1100 + 20 * (workers == 4) + 5 * i) for i in range(JOBS)]
-    env = neo4j_subprocess_env(MAGDI_GENERATOR_CONCURRENCY=str(CONCURRENCY), MAGDI_GENERATOR_POLL_S="0.2")
+    env = neo4j_subprocess_env(MAGDI_GENERATOR_CONCURRENCY=str(CONCURRENCY), MAGDI_GENERATOR_POLL_S="0.2",
+                               **operator_env(panel.base_url))
     logs = [tmp_path / f"w{i}.log" for i in range(workers)]
     doomed_env = {**env, "MAGDI_GENERATOR_WORKER_ID": "other-host:4242:dead00"}
     with running(WORKER, doomed_env, logs[0]) as doomed:

@@ -68,11 +68,14 @@ def _pid_gone(pid: int) -> bool:
 
 
 def test_start_with_auth_writes_private_credentials_and_stops(tmp_path: Path, servers) -> None:
-    server = servers(tmp_path / "neo4j", auth=True)
+    server = servers(tmp_path / "neo4j", auth=True, tx_memory_max="64m")
     info = server.start()
 
     creds_file = tmp_path / "neo4j" / "credentials.json"
     assert stat.S_IMODE(creds_file.stat().st_mode) == 0o600
+    # auth guards bolt, not the files: the store (written 0644 by Neo4j) sits in folders only we can enter
+    for folder in (tmp_path / "neo4j", tmp_path / "neo4j" / "data"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     creds = json.loads(creds_file.read_text())
     assert (creds["uri"], creds["user"], creds["password"]) == (info.uri, info.user, info.password)
     assert info.password and len(info.password) >= 16
@@ -83,6 +86,10 @@ def test_start_with_auth_writes_private_credentials_and_stops(tmp_path: Path, se
         driver.execute_query("CREATE (:Probe {x: 1})")
         labels = [r["label"] for r in driver.execute_query("CALL db.labels()").records]
         assert "Probe" in labels
+        # db.memory.transaction.max: one query cannot take the heap (collecting 10^7 integers needs ~200 MB)
+        with pytest.raises(neo4j.exceptions.TransientError) as err, driver.session() as session:
+            session.run("UNWIND range(1, 10000000) AS x RETURN size(collect(x)) AS n").consume()  # not retried
+        assert "MemoryPoolOutOfMemoryError" in (err.value.code or ""), err.value
     with pytest.raises(AuthError), neo4j.GraphDatabase.driver(info.uri, auth=(info.user, "wrong-password")) as bad:
         bad.verify_connectivity()
 

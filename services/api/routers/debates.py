@@ -7,9 +7,21 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from magdi import ids
+from magdi.policy import PolicyError
 from magdi.store.graph_store import Page
 from magdi.store.jobs import JobConflict
-from services.api.deps import FilterDep, JobsDep, PageLimit, ReadAccess, StoreDep, WriteAccess, field_error
+from services.api.deps import (
+    FilterDep,
+    JobsDep,
+    PageLimit,
+    ReadAccess,
+    SettingsDep,
+    StoreDep,
+    TrustedDep,
+    WriteAccess,
+    field_error,
+    policy_error,
+)
 from services.api.schemas import (
     DebateAccepted,
     DebateCreate,
@@ -27,12 +39,16 @@ DebateId = Annotated[str, Path(min_length=1, max_length=200, description="debate
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, dependencies=[WriteAccess],
              responses={409: {"model": ErrorOut}})
-def create_debate(body: DebateCreate, jobs: JobsDep, response: Response) -> DebateAccepted:
+def create_debate(body: DebateCreate, jobs: JobsDep, settings: SettingsDep, response: Response) -> DebateAccepted:
     """Queue a debate on ONE question: a job with one inline question, run by a generator worker.
 
+    The panel names endpoints the operator declared (`GET /v1/endpoints`), within the server's caps.
     Poll `job_url` for progress; the MAG appears at `debate_url` once the worker stored it.
     """
-    spec = debate_spec(body)
+    try:
+        spec = debate_spec(body, settings.policy)
+    except PolicyError as exc:
+        raise policy_error(exc) from None
     try:
         job = jobs.create(spec, total=1)
     except JobConflict as exc:
@@ -44,7 +60,8 @@ def create_debate(body: DebateCreate, jobs: JobsDep, response: Response) -> Deba
                           debate_url=f"/v1/debates/{debate_id}")
 
 
-@router.get("", dependencies=[ReadAccess], responses={422: {"model": ErrorOut}})
+@router.get("", dependencies=[ReadAccess], responses={404: {"model": ErrorOut, "description": "unknown job"},
+                                                     422: {"model": ErrorOut}})
 def list_debates(store: StoreDep, flt: FilterDep, limit: PageLimit, cursor: str | None = None) -> DebatesPage:
     """Debate summaries in id order, filtered, keyset-paginated (`next_cursor`)."""
     try:
@@ -55,12 +72,12 @@ def list_debates(store: StoreDep, flt: FilterDep, limit: PageLimit, cursor: str 
 
 
 @router.get("/{debate_id}", dependencies=[ReadAccess], responses={404: {"model": ErrorOut}})
-def get_debate(debate_id: DebateId, store: StoreDep) -> DebatePublic:
+def get_debate(debate_id: DebateId, store: StoreDep, trusted: TrustedDep) -> DebatePublic:
     """The whole MAG: question, nodes (responses), INFORMS edges, team answer and metrics."""
     debate = store.get_debate(debate_id)
     if debate is None:
         raise HTTPException(404, detail=f"no debate {debate_id!r}")
-    return debate_public(debate)
+    return debate_public(debate, trusted=trusted)
 
 
 @router.delete("/{debate_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[WriteAccess],

@@ -30,6 +30,12 @@ router = APIRouter(prefix="/v1/exports", tags=["exports"],
                    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
 
 
+class NDJSONResponse(StreamingResponse):
+    """A streamed body of JSON lines; as the route's response class it is the ONE 200 type in OpenAPI."""
+
+    media_type = NDJSON
+
+
 def _lines(records: Iterator[dict[str, Any]], fmt: str) -> Iterator[bytes]:
     n = 0
     try:
@@ -43,11 +49,13 @@ def _lines(records: Iterator[dict[str, Any]], fmt: str) -> Iterator[bytes]:
     log.info("export %s: %d records", fmt, n)
 
 
-@router.get("/{fmt}", dependencies=[ReadAccess],
-            responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}},
-                             "description": "one JSON record per line"}})
-def export(fmt: ExportFormat, store: StoreDep, flt: FilterDep, settings: SettingsDep) -> StreamingResponse:
+@router.get("/{fmt}", dependencies=[ReadAccess], response_class=NDJSONResponse,
+            responses={200: {"content": {NDJSON: {"schema": {"type": "string",
+                                                             "description": "one JSON record per line"}}},
+                             "description": "one JSON record per line"},
+                       404: {"model": ErrorOut, "description": "unknown job"}})
+def export(fmt: ExportFormat, store: StoreDep, flt: FilterDep, settings: SettingsDep) -> NDJSONResponse:
     """Stream MAGs as `magdi-ref`, `jsonl`, `sft` or `dpo` records, filtered like `GET /v1/debates`."""
     records = exporter(fmt.value)(store.iter_debates(flt, batch_size=settings.export_batch_size))
-    return StreamingResponse(_lines(records, fmt.value), media_type=NDJSON,
-                             headers={"Content-Disposition": f'attachment; filename="magdi-{fmt.value}.ndjson"'})
+    return NDJSONResponse(_lines(records, fmt.value),
+                          headers={"Content-Disposition": f'attachment; filename="magdi-{fmt.value}.ndjson"'})

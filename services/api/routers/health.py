@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from neo4j.exceptions import DriverError, Neo4jError
@@ -17,16 +18,22 @@ router = APIRouter(tags=["ops"])
 
 
 @router.get("/healthz")
-def healthz() -> Health:
-    """The process serves requests (does not look at Neo4j: a DB outage must not restart the API)."""
+async def healthz() -> Health:
+    """The process serves requests (does not look at Neo4j: a DB outage must not restart the API).
+
+    Async on purpose: it answers on the event loop even while every worker thread is busy.
+    """
     return Health(status="ok")
 
 
 @router.get("/readyz", responses={503: {"model": Health}})
-def readyz(store: StoreDep, response: Response) -> Health:
-    """Neo4j answers; 503 otherwise, so a load balancer stops sending traffic here."""
+async def readyz(store: StoreDep, request: Request, response: Response) -> Health:
+    """Neo4j answers; 503 otherwise, so a load balancer stops sending traffic here.
+
+    The probe runs on its own small thread allowance, not the pool that data requests share.
+    """
     try:
-        store.driver.verify_connectivity()
+        await anyio.to_thread.run_sync(store.driver.verify_connectivity, limiter=request.app.state.health_limiter)
     except (DriverError, Neo4jError, OSError) as exc:
         log.warning("not ready: %s", exc.__class__.__name__)
         response.status_code = 503

@@ -4,6 +4,15 @@
 const SVG_NS = "http://www.w3.org/2000/svg";
 const COLOURS = { 1: "#2e9d4f", 0: "#d64541", 2: "#9aa0a6" };  // label: correct, incorrect, absent/invalid
 const GEOMETRY = { left: 150, top: 50, dx: 170, dy: 90, r: 20 };
+// An answer label sits under its node and gets the width between two rounds (dx): about 20
+// characters at 11px. A longer answer ends in an ellipsis; the node's tooltip and the side panel
+// always show it in full.
+const LABEL_MAX = 20;
+
+function answerLabel(answer) {
+  const chars = Array.from(answer ?? "");  // code points: never cut a character in half
+  return chars.length <= LABEL_MAX ? chars.join("") : chars.slice(0, LABEL_MAX - 1).join("") + "…";
+}
 
 function svg(tag, attrs, text) {
   const node = document.createElementNS(SVG_NS, tag);
@@ -36,7 +45,7 @@ function showQuestion(mag) {
 
 function showNode(node) {
   const panel = document.getElementById("panel");
-  panel.replaceChildren(
+  panel.replaceChildren(...[
     el("h2", {}, `${node.agent}, round ${node.round}`),
     el("dl", {},
       el("dt", {}, "model"), el("dd", {}, node.model ?? "–"),
@@ -51,7 +60,7 @@ function showNode(node) {
     el("pre", { id: "panel-reasoning" }, node.reasoning ?? "(none)"),
     node.parse_error ? el("p", { class: "error" }, `parse error: ${node.parse_error}`) : null,
     node.raw_text ? el("details", {}, el("summary", {}, "raw output"), el("pre", {}, node.raw_text)) : null,
-  );
+  ].filter((child) => child !== null));  // replaceChildren would print a null as the text "null"
 }
 
 function draw(mag) {
@@ -93,8 +102,8 @@ function draw(mag) {
     circle.addEventListener("click", select);
     circle.addEventListener("keydown", (ev) => { if (ev.key === "Enter") select(); });
     root.append(circle);
-    const short = (node.answer ?? "").slice(0, 5);
-    root.append(svg("text", { class: "answer", x: p.x, y: p.y + 4, "text-anchor": "middle" }, short));
+    root.append(svg("text", { class: "answer", x: p.x, y: p.y + g.r + 15, "text-anchor": "middle",
+                              "data-node-id": node.id }, answerLabel(node.answer)));
   }
 }
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from services.generator.protocols.base import ProtocolConfig, TurnRequest, parse_turn
+from magdi.protocol import Demo, ProtocolConfig
+from services.generator.protocols.base import TurnRequest, parse_turn
 from services.generator.protocols.debate import DebateProtocol
-from services.generator.protocols.demos import Demo, DemoError, demos_for, load_convincing
+from services.generator.protocols.demos import DemoError, demos_for, load_convincing
 from services.generator.protocols.reconcile import ReconcileProtocol
 
 PROTOCOLS = {"reconcile": ReconcileProtocol, "debate": DebateProtocol}

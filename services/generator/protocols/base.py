@@ -11,13 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import ClassVar
 
 from magdi.answers import (
     AnswerParseError,
-    MissingConfidence,
     is_equivalent,
     majority_vote,
     normalize_answer,
@@ -25,50 +22,8 @@ from magdi.answers import (
     parse_json_output,
 )
 from magdi.mag import Debate, Edge, ParseStatus, Question, Response
-from services.generator.protocols.demos import Demo
+from magdi.protocol import Demo, ProtocolConfig, Topology
 from services.generator.protocols.prompts import Shown
-
-Topology = Literal["all", "ring"] | list[tuple[str, str]]
-
-
-class ProtocolConfig(BaseModel):
-    """How debates run; stored in the job spec (so it is part of the job's identity)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: Literal["reconcile", "debate"] = "reconcile"
-    max_rounds: int = Field(3, ge=0, le=20, description="discussion rounds after round 0 (paper: 3)")
-    topology: Topology = Field("all", description="all | ring | explicit [source, target] agent pairs")
-    reask: bool = Field(True, description="one re-ask quoting the parse error before storing 'invalid'")
-    missing_confidence: MissingConfidence = Field(
-        "zero", description="a missing confidence in the team vote: 'zero' (ReConcile: 0.0, recalibrated to 0.1) "
-                            "or 'ignore' (no weight)")
-    demos: dict[str, list[Demo]] = Field(default_factory=dict, description="convincing samples by file stem")
-    demos_source: str | None = Field(None, description="where the demos were read from (informational)")
-
-    @field_validator("topology", mode="before")
-    @classmethod
-    def _parse_topology(cls, value: Any) -> Any:
-        """Also accept "a->b, b->c" and [["a", "b"], ...] / ["a->b", ...]."""
-        if isinstance(value, str) and value not in ("all", "ring"):
-            value = [p for p in value.split(",") if p.strip()]
-        if isinstance(value, list):
-            pairs = []
-            for item in value:
-                if isinstance(item, str):
-                    src, sep, dst = item.partition("->")
-                    if not sep:
-                        raise ValueError(f"topology edge {item!r}: expected 'source->target'")
-                    item = (src.strip(), dst.strip())
-                pairs.append(tuple(item))
-            return pairs
-        return value
-
-    def check_agents(self, agents: Sequence[str]) -> None:
-        if isinstance(self.topology, list):
-            unknown = sorted({a for pair in self.topology for a in pair} - set(agents))
-            if unknown:
-                raise ValueError(f"topology names agents not on the panel: {', '.join(unknown)}")
 
 
 def visible_sources(topology: Topology, agents: Sequence[str], target: str) -> list[str]:

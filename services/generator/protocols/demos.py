@@ -14,10 +14,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from magdi.answers import normalize_answer
 from magdi.mag import TaskType
+from magdi.protocol import Demo
 
 # dataset name -> ReConcile's task folder name
 TASK_DIRS = {"gsm8k": "GSM8k", "strategyqa": "SQA", "sqa": "SQA", "ecqa": "ECQA", "aqua": "Aqua"}
@@ -26,17 +25,6 @@ _OPTION_LABEL = re.compile(r"^\s*\(?[A-Ja-j1-9]\s*[)\].:]\s*")
 
 class DemoError(ValueError):
     """A convincing-samples folder or file that cannot be used; the message names it."""
-
-
-class Demo(BaseModel):
-    """One demonstration: question (+ options), the human explanation and the gold answer."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    question: str = Field(min_length=1)
-    options: list[str] = Field(default_factory=list)
-    explanation: str = ""
-    answer: str = Field(min_length=1, description="canonical answer (option letter for choice tasks)")
 
 
 def task_dir(root: Path, dataset: str) -> Path:

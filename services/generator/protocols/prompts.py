@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from magdi.mag import Question, TaskType
-from services.generator.protocols.demos import Demo
+from magdi.protocol import Demo
 
 LETTERS = "ABCDEFGHIJ"
 SCHEMA_CONFIDENCE = ('Output your answer in json format, with the format as follows: {"reasoning": "", '

@@ -11,6 +11,9 @@ are marked ``x-magdi-simulated: true`` and ``system_fingerprint: "magdi-simulate
 
 - `replay`: loads the recorded solutions and finds the question inside a prompt.
 - `policy`: round-0 replay, confidence rule, debate-block parsing, switch rule.
+- `chat`: the replay behind one chat completion, shared by direct requests and batch lines.
+- `batches`: OpenAI's Batch API (``/v1/files``, ``/v1/batches``) with delays, partial failures,
+  expiry, cancellation and per-batch limits.
 - `server`: `create_app(config)` and `serve(config, host, port)` (for ``magdi teachers serve``).
 - `runner`: `TeacherPanelServer`, the subprocess context manager used by tests.
 """

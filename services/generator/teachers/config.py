@@ -25,6 +25,7 @@ FAULT_FIELDS: tuple[str, ...] = (
     "rpm_limit",
     "tpm_limit",
     "retry_after_header",
+    "rate_window_s",
     "error_rate",
     "timeout_rate",
     "hang_s",
@@ -33,6 +34,7 @@ FAULT_FIELDS: tuple[str, ...] = (
     "truncated_body_rate",
     "wrong_usage_rate",
     "reset_rate",
+    "batch_error_rate",
 )
 
 
@@ -61,6 +63,11 @@ class PanelSimConfig(BaseModel):
     rpm_limit: int | None = Field(None, ge=1, description="requests per model per sliding 60 s window")
     tpm_limit: int | None = Field(None, ge=1, description="tokens per model per sliding 60 s window")
     retry_after_header: bool = Field(True, description="send Retry-After with 429 answers")
+    rate_window_s: float | None = Field(
+        None, gt=0, le=60,
+        description="enforce rpm/tpm per window of this many seconds, scaled (rpm * w / 60), as providers "
+        "that quantize per-minute limits do; None = a sliding 60 s window",
+    )
 
     # faults, checked in this order; the first one drawn wins
     error_rate: Rate = Field(0.0, description="answer 500/502/503")
@@ -71,6 +78,23 @@ class PanelSimConfig(BaseModel):
     truncated_body_rate: Rate = Field(0.0, description="HTTP 200 whose body is JSON cut in the middle")
     wrong_usage_rate: Rate = Field(0.0, description="usage missing or negative")
     reset_rate: Rate = Field(0.0, description="connection closed mid-body after the headers were sent")
+
+    # the Batch API (/v1/files, /v1/batches; see batches.py). The fault rates above apply to batch
+    # lines too, except the connection faults (timeout, truncated_body, reset): a line has no connection.
+    batch_completion_s: float = Field(
+        2.0, ge=0, description="seconds from a batch's creation until its last line is answered; "
+        "its lines are answered evenly over this time (line i of n at (i + 1) / n of it)",
+    )
+    batch_expiry_s: float = Field(
+        86400.0, gt=0, description="the completion window ('24h'): a batch still running this long after "
+        "its creation expires; its unanswered lines go to the error file as batch_expired",
+    )
+    batch_cancel_s: float = Field(0.0, ge=0, description="how long a cancelled batch stays 'cancelling'")
+    batch_error_rate: Rate = Field(0.0, description="per batch line: HTTP 500 in the batch's error file")
+    batch_max_requests: int = Field(50_000, ge=1, description="lines per batch; more fail its validation")
+    batch_max_bytes: int = Field(
+        200 * 1024 * 1024, ge=1, description="bytes per batch input file; a larger upload is refused"
+    )
     down_models: list[str] = Field(
         default_factory=list,
         description="names that always answer 503 (a recorded model takes its aliases down with it)",

@@ -54,12 +54,15 @@ def draw_fault(config: PanelSimConfig, rng: random.Random) -> str | None:
     return None
 
 
+def error_body(message: str, err_type: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    """An error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": err_type, "param": param, "code": code}}
+
+
 def error_response(
     status: int, message: str, err_type: str, code: str | None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """An error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-    body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(message, err_type, code), status_code=status, headers=headers)
 
 
 class SlidingWindowLimiter:
@@ -67,14 +70,17 @@ class SlidingWindowLimiter:
 
     WINDOW_S = 60.0
 
-    def __init__(self, rpm: int | None, tpm: int | None) -> None:
-        self.rpm = rpm
-        self.tpm = tpm
+    def __init__(self, rpm: int | None, tpm: int | None, window_s: float | None = None) -> None:
+        """`window_s` < 60 quantizes the per-minute quotas: rpm * window_s / 60 per window."""
+        self.window_s = window_s or self.WINDOW_S  # the class default is patched by the tests' short windows
+        scale = window_s / 60.0 if window_s else 1.0
+        self.rpm = None if rpm is None else max(1, int(rpm * scale))
+        self.tpm = None if tpm is None else max(1, int(tpm * scale))
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, deque[tuple[float, int]]] = {}
 
     def _purge(self, key: str, now: float) -> None:
-        horizon = now - self.WINDOW_S
+        horizon = now - self.window_s
         reqs = self._requests.setdefault(key, deque())
         while reqs and reqs[0] <= horizon:
             reqs.popleft()
@@ -89,9 +95,9 @@ class SlidingWindowLimiter:
         reqs, toks = self._requests[key], self._tokens[key]
         waits: list[float] = []
         if self.rpm is not None and len(reqs) >= self.rpm:
-            waits.append(reqs[0] + self.WINDOW_S - now)
+            waits.append(reqs[0] + self.window_s - now)
         if self.tpm is not None and toks and sum(t for _, t in toks) + tokens > self.tpm:
-            waits.append(toks[0][0] + self.WINDOW_S - now)
+            waits.append(toks[0][0] + self.window_s - now)
         if waits:
             return max(1, math.ceil(max(waits)))
         reqs.append(now)

@@ -1,10 +1,20 @@
-"""Panel configuration: who sits at the table, where each agent runs, and what its calls may cost.
+"""The panel schema: who sits at the table, where each agent runs, and what its calls may cost.
 
-A panel is a YAML file validated here before anything is sent anywhere, so that a typo, a
-duplicate agent or a missing API key is an error message and not a half-paid job. The key itself
-is never part of the config: an agent names the environment variable that holds it
-(`api_key_env`), only that name travels into the job spec and the graph, and the value is read
-from the environment of the process that makes the calls (`resolve_keys`).
+One schema for every way a panel arrives: a YAML file (`magdi generate --panel`), a job spec read
+back from Neo4j (the worker) and a request body (`POST /v1/jobs`, `POST /v1/debates`). It is
+strict (an unknown key is an error naming it), so a typo is a message and not a half-paid job.
+
+An agent reaches its model in one of two ways:
+
+- `endpoint: NAME`, an endpoint the operator declared in the server configuration
+  (`magdi.policy`); the operator's declaration supplies the base URL, the key variable, limits,
+  prices and retries. API callers can only do this.
+- `base_url` (+ `api_key_env`), written by the operator in a panel file for `magdi generate`.
+
+The key itself is never part of the config: only the NAME of the environment variable that holds
+it travels into the job spec and the graph, and the value is read from the environment of the
+process that makes the calls (`resolve_keys`). Variables named `MAGDI_*` (the project's own
+secrets: Neo4j password, API token) are refused as key variables everywhere.
 """
 
 from __future__ import annotations
@@ -14,13 +24,23 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from magdi.mag import Agent, repeated
+if TYPE_CHECKING:
+    from magdi.mag import Agent
 
 logger = logging.getLogger(__name__)
 
@@ -74,28 +94,35 @@ class Breaker(_Strict):
     down_after_s: float = Field(300.0, gt=0, description="failing this long with no success = down for this run")
 
 
-class AgentConfig(_Strict):
-    """One seat: the name used in the graph, the model behind it and how to reach it."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+KEY_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+RESERVED_KEY_PREFIX = "MAGDI_"  # the project's own secrets (Neo4j password, API token) live here
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-    model: str = Field(min_length=1)
-    base_url: str = Field(min_length=1, description="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
-    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+
+class EndpointSettings(_Strict):
+    """What the operator decides about an endpoint: where it is, its key variable, quotas, prices, retries.
+
+    An agent bound to a declared endpoint (`endpoint: NAME`) takes all of these from the operator's
+    declaration (`magdi.policy.Endpoint`); only a panel file run with `magdi generate` sets them inline.
+    """
+
+    base_url: str | None = Field(None, min_length=1, description="OpenAI-compatible base URL, e.g. "
+                                 "https://api.openai.com/v1")
+    api_key_env: str | None = Field(None, pattern=KEY_VAR_PATTERN,
                                     description="NAME of the env var holding the key; None for keyless local servers")
-    temperature: float | None = Field(None, ge=0, le=2, description="None = the endpoint's default (as ReConcile)")
-    max_tokens: int = Field(1024, ge=1)
     timeout_s: float = Field(60.0, gt=0, description="per request")
     max_retries: int = Field(5, ge=0, description="retries after the first attempt (429 waits excluded)")
     backoff: Backoff = Field(default_factory=Backoff)
     breaker: Breaker = Field(default_factory=Breaker)
     limits: Limits = Field(default_factory=Limits)
     price: Price = Field(default_factory=Price)
-    demos: str | None = Field(None, description="convincing-samples file stem for this agent (default: name)")
     preflight: bool = Field(True, description="check GET /models lists the model before the job starts")
 
     @field_validator("base_url")
     @classmethod
-    def _plain_url(cls, url: str) -> str:
+    def _plain_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{url!r} is not an http(s) URL")
@@ -103,9 +130,57 @@ class AgentConfig(_Strict):
             raise ValueError("credentials do not belong in base_url; put the key in the env var named by api_key_env")
         return url.rstrip("/")
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _not_ours(cls, name: str | None) -> str | None:
+        if name is not None and name.upper().startswith(RESERVED_KEY_PREFIX):
+            raise ValueError(f"{RESERVED_KEY_PREFIX}* variables hold magdi's own secrets (Neo4j password, API "
+                             "token) and are never sent to an endpoint; name another variable")
+        return name
+
+
+# Fields an agent bound to a declared endpoint gets from the operator, never from the panel.
+OPERATOR_FIELDS = frozenset(EndpointSettings.model_fields)
+# What a panel chooses per seat, whoever wrote it.
+SEAT_FIELDS = frozenset({"name", "model", "endpoint", "temperature", "max_tokens", "demos"})
+
+
+class AgentConfig(EndpointSettings):
+    """One seat: the name used in the graph, the model behind it, and the endpoint that serves it."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
+    model: str = Field(min_length=1, max_length=200)
+    endpoint: str | None = Field(None, min_length=1, max_length=100, pattern=NAME_PATTERN,
+                                 description="name of an endpoint declared by the operator (the only choice "
+                                             "for API jobs); it supplies base_url, key, limits and prices")
+    temperature: float | None = Field(None, ge=0, le=2, description="None = the endpoint's default (as ReConcile)")
+    max_tokens: int = Field(1024, ge=1, description="completion cap per call")
+    demos: str | None = Field(None, max_length=200,
+                              description="convincing-samples file stem for this agent (default: name)")
+
+    @model_validator(mode="after")
+    def _one_way_to_the_model(self) -> AgentConfig:
+        if self.endpoint is None and self.base_url is None:
+            raise ValueError("name a declared endpoint (endpoint: NAME) or give base_url")
+        if self.endpoint is not None and self.model_fields_set & {"base_url", "api_key_env"}:
+            raise ValueError("an agent on a declared endpoint takes base_url and api_key_env from the operator's "
+                             "declaration; remove them")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An agent on a declared endpoint is stored as the seat it chose (the operator's part is not
+        the job's); an inline agent without the `endpoint` key, as before there were endpoints."""
+        data: dict[str, Any] = handler(self)
+        if self.endpoint is None:
+            data.pop("endpoint", None)
+            return data
+        keep = {"name", "model", "endpoint"} | (SEAT_FIELDS & self.model_fields_set)
+        return {k: v for k, v in data.items() if k in keep}
+
     @property
     def is_local(self) -> bool:
-        host = urlsplit(self.base_url).hostname or ""
+        host = urlsplit(self.base_url or "").hostname or ""
         if host in LOCAL_HOSTS:
             return True
         try:
@@ -116,20 +191,23 @@ class AgentConfig(_Strict):
     @property
     def endpoint_key(self) -> tuple[str, str, str | None]:
         """Agents with the same (base URL, model, key) share one quota, limiter and breaker."""
-        return (self.base_url, self.model, self.api_key_env)
+        return (self.base_url or f"endpoint:{self.endpoint}", self.model, self.api_key_env)
 
     @property
     def demos_key(self) -> str:
         return self.demos or self.name
 
     def as_agent(self) -> Agent:
-        return Agent(name=self.name, model=self.model, endpoint=self.base_url)
+        """The graph's view of the seat: a declared endpoint by its name, an inline one by its base URL."""
+        from magdi.mag import Agent  # magdi.mag types JobSpec.panel with this module
+
+        return Agent(name=self.name, model=self.model, endpoint=self.endpoint or self.base_url)
 
 
 class PanelConfig(_Strict):
     """A whole panel. `defaults` are merged under every agent (an agent's own keys win)."""
 
-    name: str = "panel"
+    name: str = Field("panel", min_length=1, max_length=100)
     agents: list[AgentConfig] = Field(min_length=1)
 
     @model_validator(mode="before")
@@ -150,11 +228,15 @@ class PanelConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> PanelConfig:
+        from magdi.mag import repeated  # magdi.mag types JobSpec.panel with this module
+
         dupes = repeated(a.name for a in self.agents)
         if dupes:
             raise ValueError(f"duplicate agent names: {', '.join(dupes)}")
         by_endpoint: dict[tuple[str, str, str | None], AgentConfig] = {}
         for agent in self.agents:
+            if agent.endpoint is not None:
+                continue  # its limits are the declared endpoint's
             first = by_endpoint.setdefault(agent.endpoint_key, agent)
             if first.limits != agent.limits:
                 raise ValueError(
