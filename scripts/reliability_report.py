@@ -74,8 +74,8 @@ STATIC = """
   start together (`docker compose up`) wait for it instead of racing (the "concurrent start-up"
   row). Upgrading is: stop the workers and the API, back up (`magdi db backup`), install the new
   magdi, start one process (e.g. `magdi jobs list`), which migrates, then the rest. A database from
-  before migrations (version 0) is upgraded in place; applying twice changes nothing; migration 3
-  (content-based question and debate ids) is tested on data written the version-2 way
+  before migrations (version 0) is upgraded in place; applying twice changes nothing; migration 4
+  (content-based question and debate ids) is tested on data written the version-3 way
   (`tests/store/test_migration.py`). A restore applies the current migrations, loads the data and,
   for an older backup, runs the newer migrations over it; a backup from a NEWER schema is refused.
 - **Neo4j outages**: the driver's managed transactions retry `ServiceUnavailable`/`SessionExpired`

@@ -1,9 +1,10 @@
-"""How magdi wrote MAGs up to schema version 2, kept verbatim for the migration tests.
+"""How magdi wrote MAGs up to schema version 3, kept verbatim for the migration tests.
 
 Question ids were (dataset, record id), debate ids (job, dataset, record id), the question's record
 fields lived on the shared Question node (`SET n += q`: the last writer won), and `created_at` was
-overwritten by every write. `write_v2` stores debates exactly that way, so migration 3 can be
-tested on data "written by today's schema" without keeping the old code in the product.
+overwritten by every write. `write_v2` stores debates exactly that way (versions 2 and 3 wrote the
+same data; 3 only added indexes), so migration 4 can be tested on data "written by today's
+schema" without keeping the old code in the product.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def rows_v2(d: Debate) -> dict[str, Any]:
 
 
 def write_v2(driver: Any, debates: list[Debate]) -> None:
-    """Write MAGs as schema version 2 did (one transaction per call)."""
+    """Write MAGs as schema versions 2 and 3 did (one transaction per call)."""
     rows = [rows_v2(d) for d in debates]
 
     def tx(t: Any) -> None:
@@ -78,8 +79,8 @@ def write_v2(driver: Any, debates: list[Debate]) -> None:
         session.execute_write(tx)
 
 
-def as_version_2(driver: Any) -> None:
-    """Make the store look like one at version 2: the rules of migration 3 dropped, version 2."""
+def as_version_3(driver: Any) -> None:
+    """Make the store look like one at version 3: the rules of migration 4 dropped, version 3."""
     driver.execute_query("DROP CONSTRAINT prompt_part_id IF EXISTS")
     driver.execute_query("DROP INDEX debate_question IF EXISTS")
-    driver.execute_query("MERGE (s:SchemaVersion {id: 'magdi'}) SET s.version = 2")
+    driver.execute_query("MERGE (s:SchemaVersion {id: 'magdi'}) SET s.version = 3")

@@ -1,6 +1,6 @@
-"""Migration 3 on a store written by schema version 2 WITH data in it (issue 10, item 1).
+"""Migration 4 on a store written by schema version 3 WITH data in it (issue 10, item 1).
 
-The data is written exactly as version 2 wrote it (`legacy_store.write_v2`): a job's debates (one
+The data is written exactly as versions 2 and 3 wrote it (`legacy_store.write_v2`): a job's debates (one
 still running), imported MAGs (one question twice in a file, kept as two records), an evaluation
 run on a question, a job spec from before the vote option, and a label that the old tolerance got
 wrong. After `schema.apply` every MAG reads back with the same content under the new identities,
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from legacy_store import as_version_2, debate_id_v2, question_id_v2, write_v2
+from legacy_store import as_version_3, debate_id_v2, question_id_v2, write_v2
 from repo_data import data_file
 
 from magdi.datasets import load_questions
@@ -48,7 +48,7 @@ def content(d: Debate) -> dict[str, object]:
 
 
 def write_legacy(store: GraphStore, tmp_path: Path) -> tuple[JobSpec, list[Debate], list[Debate], Path]:
-    """Data as version 2 wrote it; returns (job spec, generated MAGs, imported MAGs, the import file)."""
+    """Data as version 3 wrote it; returns (job spec, generated MAGs, imported MAGs, the import file)."""
     driver = store.driver
     test = data_file("gsm8k", "test.jsonl")
     questions = load_questions(test, "gsm8k", limit=3)
@@ -75,18 +75,18 @@ def write_legacy(store: GraphStore, tmp_path: Path) -> tuple[JobSpec, list[Debat
     eval_q = question_id_v2("gsm8k", questions[0].qid)
     driver.execute_query("MATCH (q:Question {id: $q}) CREATE (:EvalRun {id: 'run-1'})-[:EVALUATED_ON "
                          "{predicted: '18', correct: true}]->(q)", q=eval_q)
-    as_version_2(driver)
+    as_version_3(driver)
     return spec, generated, imported, ref
 
 
-def test_migration_3_upgrades_a_version_2_store_with_data(store: GraphStore, tmp_path: Path) -> None:
+def test_migration_4_upgrades_a_version_3_store_with_data(store: GraphStore, tmp_path: Path) -> None:
     driver = store.driver
     spec, generated, imported, ref = write_legacy(store, tmp_path)
     legacy, job, questions = generated + imported, spec.id, [d.question for d in generated]
-    assert schema.current_version(driver) == 2
+    assert schema.current_version(driver) == 3
     assert store.rows("MATCH (q:Question) RETURN count(q) AS n")[0]["n"] == 6  # spider twice, by record id
 
-    assert schema.apply(driver) == schema.SCHEMA_VERSION == 3
+    assert schema.apply(driver) == schema.SCHEMA_VERSION == 4
 
     by_id = {d.id: d for d in (store.get_debate(i) for i in store.debate_ids())}
     assert set(by_id) == {d.id for d in legacy}, "every debate under its new id, none lost or added"
@@ -131,14 +131,14 @@ def test_migration_3_upgrades_a_version_2_store_with_data(store: GraphStore, tmp
     assert store.rows("MATCH (n) WHERE NOT n:SchemaVersion RETURN count(n) AS n")[0]["n"] == before
 
 
-def test_restoring_a_version_2_backup_migrates_its_data(store: GraphStore, tmp_path: Path) -> None:
+def test_restoring_a_version_3_backup_migrates_its_data(store: GraphStore, tmp_path: Path) -> None:
     from magdi.store.backup import backup, restore
 
     _, generated, imported, _ = write_legacy(store, tmp_path)
-    info = backup(store.driver, tmp_path / "v2.backup")
-    assert info.schema_version == 2
-    schema.apply(store.driver)  # the running magdi is at version 3 when the old backup is restored
-    restore(store.driver, tmp_path / "v2.backup", wipe=True)
+    info = backup(store.driver, tmp_path / "v3.backup")
+    assert info.schema_version == 3
+    schema.apply(store.driver)  # the running magdi is at version 4 when the old backup is restored
+    restore(store.driver, tmp_path / "v3.backup", wipe=True)
     assert schema.current_version(store.driver) == schema.SCHEMA_VERSION
     assert set(store.debate_ids()) == {d.id for d in generated + imported}
     assert all(store.get_debate(d.id).question.text == d.question.text for d in generated + imported)
