@@ -81,7 +81,7 @@ def test_reasked_turns_keep_every_output_and_the_prompt_as_sent(store: GraphStor
     from services.api.main import create_app
     from services.api.settings import ApiSettings
 
-    with TestClient(create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server))) as client:
+    with TestClient(create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server)), base_url="http://localhost") as client:
         body = client.get(f"/v1/debates/{d.id}", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     node = next(n for n in body["nodes"] if n["agent"] == r.agent and n["round"] == r.round)
     assert [o["text"] for o in node["outputs"]] == [first.text, r.raw_text]

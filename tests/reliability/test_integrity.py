@@ -39,7 +39,7 @@ def api(neo4j_server: Neo4jSettings):  # noqa: ANN201
     from services.api.main import create_app
     from services.api.settings import ApiSettings
 
-    with TestClient(create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server))) as client:
+    with TestClient(create_app(ApiSettings(token=TOKEN, neo4j=neo4j_server)), base_url="http://localhost") as client:
         def post(path: str, body: str, **params: str) -> tuple[int, str]:
             r = client.post(path, params=params, content=body.encode(),
                             headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"})
