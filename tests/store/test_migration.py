@@ -58,6 +58,9 @@ def write_legacy(store: GraphStore, tmp_path: Path) -> tuple[JobSpec, list[Debat
                    protocol={"name": "reconcile", "max_rounds": 3, "topology": "all", "reask": True})
     JobStore(store).create(spec, total=3)
     job = spec.id
+    stored = json.loads(store.rows("MATCH (j:Job {id: $id}) RETURN j.spec_json AS s", id=job)[0]["s"])
+    del stored["protocol"]["missing_confidence"]  # a spec written before the option existed
+    store.rows("MATCH (j:Job {id: $id}) SET j.spec_json = $s", write=True, id=job, s=json.dumps(stored))
     generated = [mag(questions[0], job, ("18", "18", "18"), rounds=1, consensus=True),
                  mag(questions[1], job, ("3", "2", "3")),
                  mag(questions[2], job, ("70000", "7000", "70000"), rounds=1, status=DebateStatus.RUNNING)]
@@ -116,7 +119,7 @@ def test_migration_4_upgrades_a_version_3_store_with_data(store: GraphStore, tmp
 
     # the job keeps the vote rule it ran with, and a resume finds every stored debate
     migrated = JobStore(store).get(job)
-    assert migrated.spec.protocol["missing_confidence"] == "ignore"
+    assert migrated.spec.protocol.missing_confidence == "ignore"
     assert store.rows("MATCH (j:Job {id: $id}) RETURN j.config_hash AS h", id=job)[0]["h"] == migrated.spec.config_hash
     resumed = prepare(migrated.spec)
     assert {Debate(question=q, job_id=job, panel=legacy[0].panel).id for q in resumed.questions} \
