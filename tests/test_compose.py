@@ -244,7 +244,7 @@ def test_every_bind_mount_and_path_a_service_reads_is_in_the_repo(profile):
             if source.startswith("."):
                 mounts[target] = REPO / source
                 if source != "./outputs":  # written by the trainer; Compose creates it
-                    assert mounts[target].is_dir(), f"{name} mounts {source}, which is not in the repository"
+                    assert mounts[target].exists(), f"{name} mounts {source}, which is not in the repository"
         for arg in svc.get("command", []):
             for target, host in mounts.items():
                 if arg.startswith(target + "/"):
