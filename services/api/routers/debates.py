@@ -54,7 +54,7 @@ def create_debate(body: DebateCreate, jobs: JobsDep, settings: SettingsDep, resp
     except JobConflict as exc:
         raise HTTPException(409, detail=str(exc)) from None
     question = spec.questions[0]
-    debate_id = ids.debate_id(job.id, question.dataset, question.qid)
+    debate_id = ids.debate_id(job.id, question.id, question.qid)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return DebateAccepted(debate_id=debate_id, job_id=job.id, status=job.status, job_url=f"/v1/jobs/{job.id}",
                           debate_url=f"/v1/debates/{debate_id}")
