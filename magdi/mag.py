@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -299,11 +299,18 @@ class JobSpec(_Model):
     limit: int | None = Field(default=None, ge=1, le=INT64_MAX)
     panel: PanelConfig = Field(description="the panel as written (declared endpoints by name; never a key)")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
+    mode: Literal["sync", "batch"] = Field(
+        "sync", description="sync: one chat completion per turn; batch: each round's turns of every debate go out "
+                            "as Batch API jobs (the provider's batch price and quota)")
+    offline: bool = Field(False, description="batch mode through files (`vllm run-batch`) instead of the Batch API; "
+                                             "only `magdi generate --offline --batch-dir` runs such a job")
 
     @model_validator(mode="after")
     def _one_source(self) -> JobSpec:
         if bool(self.data_path) == bool(self.questions):
             raise ValueError("a job reads either a data file (data_path) or inline questions, exactly one")
+        if self.offline and self.mode != "batch":
+            raise ValueError("offline is a kind of batch mode: set mode to 'batch'")
         return self
 
     @property
@@ -313,8 +320,11 @@ class JobSpec(_Model):
     @property
     def config_hash(self) -> str:
         inline = [q.model_dump(mode="json") for q in self.questions]
+        # how the calls are made is part of the job (its price, where its results wait); a sync job's
+        # hash is what it was before batch mode existed, so those jobs still resume
+        how = [] if self.mode == "sync" else [self.mode, self.offline]
         return ids.digest(self.dataset, self.data_path, inline, self.offset, self.limit,
-                          self.panel.model_dump(mode="json"), self.protocol.model_dump(mode="json"))
+                          self.panel.model_dump(mode="json"), self.protocol.model_dump(mode="json"), *how)
 
 
 class Job(_Model):

@@ -65,15 +65,48 @@ class Limits(_Strict):
 
 
 class Price(_Strict):
-    """USD per 1,000 tokens; used to record `cost_usd` on every node."""
+    """USD per 1,000 tokens; used to record `cost_usd` on every node.
+
+    Providers price their Batch API apart (OpenAI: half the synchronous price): `batch_*` are
+    those prices, used for every turn a batch-mode job makes; unset, a batch costs what a direct
+    call does (the safe assumption for the cost cap).
+    """
 
     input_per_1k: float = Field(0.0, ge=0)
     output_per_1k: float = Field(0.0, ge=0)
+    batch_input_per_1k: float | None = Field(None, ge=0, description="Batch API price; default: input_per_1k")
+    batch_output_per_1k: float | None = Field(None, ge=0, description="Batch API price; default: output_per_1k")
 
     def cost(self, tokens_in: int | None, tokens_out: int | None) -> float | None:
         if tokens_in is None or tokens_out is None:
             return None
         return tokens_in / 1000 * self.input_per_1k + tokens_out / 1000 * self.output_per_1k
+
+    def for_batch(self) -> Price:
+        """The price of a turn made through the Batch API (or an offline batch file)."""
+        return Price(input_per_1k=_first(self.batch_input_per_1k, self.input_per_1k),
+                     output_per_1k=_first(self.batch_output_per_1k, self.output_per_1k))
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Unset batch prices are left out, so job specs (and their hashes) from before them stay equal."""
+        data: dict[str, Any] = handler(self)
+        for key in ("batch_input_per_1k", "batch_output_per_1k"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+
+def _first(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+class BatchLimits(_Strict):
+    """A provider's limits per batch (OpenAI's: 50,000 requests and 200 MB per input file); a round
+    larger than this goes out as several batches."""
+
+    max_requests: int = Field(50_000, ge=1, description="requests per batch")
+    max_bytes: int = Field(200 * 1024 * 1024, ge=1, description="bytes per batch input file")
 
 
 class Backoff(_Strict):
@@ -116,6 +149,7 @@ class EndpointSettings(_Strict):
     breaker: Breaker = Field(default_factory=Breaker)
     limits: Limits = Field(default_factory=Limits)
     price: Price = Field(default_factory=Price)
+    batch_limits: BatchLimits = Field(default_factory=BatchLimits, description="per-batch limits of its Batch API")
     preflight: bool = Field(True, description="check GET /models lists the model before the job starts")
 
     @field_validator("base_url")
@@ -174,6 +208,8 @@ class AgentConfig(EndpointSettings):
         data: dict[str, Any] = handler(self)
         if self.endpoint is None:
             data.pop("endpoint", None)
+            if self.batch_limits == BatchLimits():  # specs from before batch limits keep their hash
+                data.pop("batch_limits", None)
             return data
         keep = {"name", "model", "endpoint"} | (SEAT_FIELDS & self.model_fields_set)
         return {k: v for k, v in data.items() if k in keep}

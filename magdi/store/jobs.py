@@ -265,8 +265,10 @@ class JobStore:
         return rec is not None
 
     def delete(self, job_id: str) -> bool:
+        """Delete the job node and its batch records (`:Batch`); its debates stay."""
         summary = self.store._run(
-            lambda t: t.run("MATCH (j:Job {id: $id}) DETACH DELETE j", id=job_id).consume(), write=True
+            lambda t: t.run("MATCH (j:Job {id: $id}) OPTIONAL MATCH (b:Batch {job_id: $id}) DETACH DELETE b, j",
+                            id=job_id).consume(), write=True
         )
         return summary.counters.nodes_deleted > 0
 

@@ -70,6 +70,10 @@ MIGRATIONS: list[tuple[int, str, list[Step]]] = [
         "CREATE INDEX debate_question IF NOT EXISTS FOR (n:Debate) ON (n.question_id)",
         lambda driver, database: migrate_content_ids(driver, database),
     ]),
+    (5, "batches of batch-mode jobs (magdi/store/batches.py)", [
+        "CREATE CONSTRAINT batch_id IF NOT EXISTS FOR (n:Batch) REQUIRE n.id IS UNIQUE",
+        "CREATE INDEX batch_job IF NOT EXISTS FOR (n:Batch) ON (n.job_id)",
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 INDEX_WAIT_S = 600  # how long a start waits for new indexes to come online

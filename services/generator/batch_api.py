@@ -26,7 +26,7 @@ from typing import Any
 import openai
 from openai.types import Batch
 
-from magdi.panel import AgentConfig, Price
+from magdi.panel import AgentConfig, BatchLimits, Price
 from services.generator.client import CallResult
 
 logger = logging.getLogger(__name__)
@@ -35,18 +35,6 @@ CHAT_URL = "/v1/chat/completions"
 KEY_FIELD = "magdi_key"  # the metadata field holding the client key of a batch
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
-
-
-@dataclass(frozen=True)
-class BatchLimits:
-    """A provider's limits per batch (OpenAI's: 50,000 requests and 200 MB per input file)."""
-
-    max_requests: int = 50_000
-    max_bytes: int = 200 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        if self.max_requests < 1 or self.max_bytes < 1:
-            raise ValueError("batch limits must be positive")
 
 
 @dataclass(frozen=True)
@@ -288,30 +276,39 @@ async def collect(client: openai.AsyncOpenAI, batch: Batch, custom_ids: Iterable
     A requested id found in neither file (a failed batch, a cut or unreadable line) gets an error
     result, so nothing requested goes missing; lines for ids not requested are ignored.
     """
-    wanted = list(custom_ids)
-    out = BatchResults(batch)
-    expected = set(wanted)
     # errors first: where a line appears in both, the successful answer wins
-    for file_id in (batch.error_file_id, batch.output_file_id):
-        if file_id is None:
-            continue
-        content = await client.files.content(file_id)
-        for raw in content.text.splitlines():
+    texts = [(await client.files.content(file_id)).text for file_id in (batch.error_file_id, batch.output_file_id)
+             if file_id is not None]
+    results, unreadable = read_results(texts, custom_ids, source=f"batch {batch.id}",
+                                       missing=f"no result in batch {batch.id} (status {batch.status})")
+    return BatchResults(batch, results, unreadable)
+
+
+def read_results(texts: Iterable[str], custom_ids: Iterable[str], *, source: str,
+                 missing: str) -> tuple[dict[str, LineResult], int]:
+    """One result per requested custom_id from the text of output/error files (OpenAI's or `vllm
+    run-batch`'s), read in order (a later success replaces an earlier failure); an id without a line
+    gets `missing` as its error. Returns the results and the number of unreadable lines."""
+    wanted = list(custom_ids)
+    expected = set(wanted)
+    results: dict[str, LineResult] = {}
+    unreadable = 0
+    for text in texts:
+        for raw in text.splitlines():
             if not raw.strip():
                 continue
             try:
                 result = parse_line(raw)
             except ValueError:  # json.JSONDecodeError included
-                out.unreadable_lines += 1
+                unreadable += 1
                 continue
             if result.custom_id not in expected:
-                logger.warning("batch %s: line for unknown custom_id %r ignored", batch.id, result.custom_id)
+                logger.warning("%s: line for unknown custom_id %r ignored", source, result.custom_id)
                 continue
-            if result.ok or result.custom_id not in out.results:
-                out.results[result.custom_id] = result
-    if out.unreadable_lines:
-        logger.warning("batch %s: %d unreadable output lines", batch.id, out.unreadable_lines)
-    why = f"no result in batch {batch.id} (status {batch.status})"
+            if result.ok or result.custom_id not in results:
+                results[result.custom_id] = result
+    if unreadable:
+        logger.warning("%s: %d unreadable output lines", source, unreadable)
     for custom_id in wanted:
-        out.results.setdefault(custom_id, LineResult(custom_id, None, None, why))
-    return out
+        results.setdefault(custom_id, LineResult(custom_id, None, None, missing))
+    return results, unreadable

@@ -15,15 +15,16 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from magdi.panel import AgentConfig
+from magdi.panel import AgentConfig, Price
 
 TOKENS_PER_MESSAGE = 16  # chat-template overhead, generously
 
 
-def worst_case_usd(agent: AgentConfig, messages: Sequence[dict[str, str]]) -> float:
-    """An upper bound of one call's cost: a token is at least one byte of the prompt."""
+def worst_case_usd(agent: AgentConfig, messages: Sequence[dict[str, str]], price: Price | None = None) -> float:
+    """An upper bound of one call's cost at `price` (default: the agent's synchronous price): a token is
+    at least one byte of the prompt."""
     prompt = sum(len(m["content"].encode("utf-8")) + TOKENS_PER_MESSAGE for m in messages)
-    return agent.price.cost(prompt, agent.max_tokens) or 0.0
+    return (price or agent.price).cost(prompt, agent.max_tokens) or 0.0
 
 
 @dataclass

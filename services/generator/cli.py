@@ -49,8 +49,15 @@ def generate(
     missing_confidence: str = typer.Option(_PROTOCOL.missing_confidence,
                                            help="a missing confidence in the team vote: zero (ReConcile: counts "
                                                 "as 0.0) | ignore (no weight)"),
-    concurrency: int | None = typer.Option(None, min=1, help="debates in flight (default 16)"),
+    concurrency: int | None = typer.Option(None, min=1, help="debates in flight (default 16; batch mode: all)"),
     progress: bool = typer.Option(True, help="live progress bar"),
+    mode: str = typer.Option("sync", help="sync: one chat completion per turn | batch: each round of every debate "
+                                          "as Batch API jobs (the batch price, results within the provider's window)"),
+    batch_dir: Path | None = typer.Option(None, file_okay=False, help="with --offline: the folder of the batch "
+                                                                      "input and output files"),
+    offline: bool = typer.Option(False, help="batch mode without an API server: write each batch as "
+                                             "<stem>.input.jsonl in --batch-dir and wait for <stem>.output.jsonl "
+                                             "(`vllm run-batch -i ... -o ...`)"),
 ) -> None:
     """Run a debate job against the panel's endpoints and store every turn in Neo4j as it completes."""
     from services.generator.commands import run_generate
@@ -58,7 +65,7 @@ def generate(
     run_generate(panel=panel, dataset=dataset, data=data, fmt=fmt, limit=limit, offset=offset, job=job,
                  resume=resume, protocol=protocol, max_rounds=max_rounds, topology=topology,
                  convincing=convincing, reask=reask, missing_confidence=missing_confidence,
-                 concurrency=concurrency, show_progress=progress)
+                 concurrency=concurrency, show_progress=progress, mode=mode, batch_dir=batch_dir, offline=offline)
 
 
 def worker(

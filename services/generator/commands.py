@@ -26,6 +26,7 @@ from magdi.panel import load_panel
 from magdi.protocol import ProtocolConfig
 from magdi.store.jobs import JobStore
 from services.generator import redact
+from services.generator.batch_api import TERMINAL
 from services.generator.client import preflight
 from services.generator.engine import Progress
 from services.generator.jobrun import JobResult, describe, new_worker_id, owner_is_dead, run_job
@@ -38,8 +39,15 @@ logger = logging.getLogger(__name__)
 
 def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limit: int | None, offset: int,
                  job: str, resume: bool, protocol: str, max_rounds: int, topology: str, convincing: Path | None,
-                 reask: bool, missing_confidence: str, concurrency: int | None, show_progress: bool) -> None:
+                 reask: bool, missing_confidence: str, concurrency: int | None, show_progress: bool,
+                 mode: str = "sync", batch_dir: Path | None = None, offline: bool = False) -> None:
     settings = get_settings()
+    if mode not in ("sync", "batch"):
+        raise fail(f"--mode must be sync or batch, not {mode!r}")
+    if offline and (mode != "batch" or batch_dir is None):
+        raise fail("--offline writes batch files for `vllm run-batch`: use it with --mode batch and --batch-dir DIR")
+    if batch_dir is not None and not offline:
+        raise fail("--batch-dir is the folder of --offline batch files; add --offline (and --mode batch)")
     with user_errors():
         panel_cfg = load_panel(panel)
         data_format = fmt or default_format(dataset)
@@ -50,10 +58,12 @@ def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limi
                                       missing_confidence=missing_confidence, demos=demos,
                                       demos_source=str(convincing) if convincing else None)
         spec = build_spec(name=job, dataset=dataset, data_path=str(data.resolve()), data_format=data_format,
-                          offset=offset, limit=limit, panel=panel_cfg, protocol=protocol_cfg)
+                          offset=offset, limit=limit, panel=panel_cfg, protocol=protocol_cfg, mode=mode,
+                          offline=offline)
         prepared = prepare(spec, policy=settings.policy)
         redact.install(prepared.keys.values())
-        asyncio.run(preflight(prepared.panel, prepared.keys, settings.preflight_timeout_s))
+        if not offline:  # offline, the model runs elsewhere (`vllm run-batch`); no endpoint is called
+            asyncio.run(preflight(prepared.panel, prepared.keys, settings.preflight_timeout_s))
     worker_id = new_worker_id()
     with store_or_exit() as store:
         jobs = JobStore(store)
@@ -63,7 +73,7 @@ def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limi
             _claim_for_cli(jobs, spec, worker_id, settings, resume, total=len(prepared.questions))
         bar_progress = Progress()
         result = asyncio.run(_run_with_bar(prepared, store, jobs, worker_id, settings, claimed_at, bar_progress,
-                                           concurrency, show_progress))
+                                           concurrency, show_progress, batch_dir))
     _print_summary(job, result)
     if result.status is JobStatus.QUEUED:
         console.print(f"stopped early; continue with: magdi generate ... --job {job} --resume")
@@ -97,7 +107,8 @@ def _claim_for_cli(jobs: JobStore, spec: Any, worker_id: str, settings: Generato
 
 
 async def _run_with_bar(prepared: Any, store: Any, jobs: JobStore, worker_id: str, settings: GeneratorSettings,
-                        claimed_at: float, progress: Progress, concurrency: int | None, show: bool) -> JobResult:
+                        claimed_at: float, progress: Progress, concurrency: int | None, show: bool,
+                        batch_dir: Path | None = None) -> JobResult:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,18 +125,29 @@ async def _run_with_bar(prepared: Any, store: Any, jobs: JobStore, worker_id: st
             while True:
                 p = progress
                 bar.update(task_id, completed=p.done + p.failed + p.crashed + p.skipped,
-                           info=f"in flight {p.in_flight}  calls {p.calls}  tokens {p.tokens_in + p.tokens_out:,}  "
+                           info=f"in flight {p.in_flight}  {_calls_info(p)}  tokens {p.tokens_in + p.tokens_out:,}  "
                                 f"invalid {p.invalid}  absent {p.absent}  errors {len(p.errors)}")
                 await asyncio.sleep(0.25)
 
         ticker = asyncio.create_task(refresh())
         try:
             return await run_job(prepared, store, jobs, worker_id, settings, claimed_at=claimed_at, stop=stop,
-                                 progress=progress, concurrency=concurrency)
+                                 progress=progress, concurrency=concurrency, batch_dir=batch_dir)
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+
+
+def _calls_info(p: Progress) -> str:
+    """Calls made; in batch mode the round, the batches and the lines of the batches still running."""
+    if not p.batches:
+        return f"calls {p.calls}"
+    running = [b for b in p.batches.values() if b.output_file_id is None and b.status not in TERMINAL]
+    now = running or list(p.batches.values())[-1:]
+    lines = "  ".join(f"{b.batch_id} {b.completed}/{b.total}" for b in now[:3]) + (" ..." if len(now) > 3 else "")
+    rounds = max((r for b in p.batches.values() for r in b.rounds), default=0)
+    return f"round {rounds}  batches {len(p.batches)} ({len(running)} running: {lines})"
 
 
 def _print_summary(job: str, result: JobResult) -> None:

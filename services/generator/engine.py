@@ -5,21 +5,30 @@ all). Before calling, the engine reads the debate back from the sink: turns alre
 valid or invalid, are reused and never requested again, so a resumed job continues exactly
 where it stopped. A turn whose endpoint gives up is stored as ABSENT with the error, and that
 agent sits out the rest of the debate; the debate still finishes with the others.
+
+HOW a completion is obtained is the engine's one pluggable part (`Calls`): `DirectCalls` makes a
+chat completion per call (the synchronous path); `services.generator.batching.BatchCalls` collects
+the calls of every debate and sends them as Batch API jobs once no debate can go on without them.
+Everything else (prompts, parsing, the re-ask, invalid/absent rules, edges, labels, tokens, cost,
+the writes) is this module's, the same code for both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol as Interface
 
 from magdi.answers import AnswerParseError, is_equivalent, recalibrate_confidence
 from magdi.mag import Debate, DebateStatus, Output, ParseStatus, Question, Response
-from magdi.panel import AgentConfig, PanelConfig
+from magdi.panel import AgentConfig, PanelConfig, Price
+from magdi.store.batches import BatchRecord
 from services.generator.budget import Budget, worst_case_usd
-from services.generator.client import CallResult, Endpoint, Endpoints, Message, prompt_hash
+from services.generator.client import CallResult, Endpoints, Message, prompt_hash
 from services.generator.protocols import prompts
 from services.generator.protocols.base import Protocol, TurnRequest, parse_turn
 from services.generator.sinks import DebateSink, GroupWriter
@@ -57,6 +66,13 @@ class Progress:
     cost_usd: float = 0.0
     errors: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    # batch mode (services.generator.batching)
+    flushes: int = 0  # times the parked calls went out (each: one batch per endpoint and model, or more)
+    batches: dict[str, BatchRecord] = field(default_factory=dict)  # every batch this run waited for, by id
+    batches_resumed: int = 0  # open batches read back from an earlier run
+    batch_requests: int = 0  # lines sent in this run's batches
+    batch_lines_done: int = 0  # lines answered (HTTP 200) in the batches this run collected
+    batch_retries: int = 0  # failed lines sent again in a later batch
 
     def note(self, message: str, cap: int = 50) -> None:
         if len(self.errors) < cap:
@@ -64,6 +80,74 @@ class Progress:
 
 
 WriteGate = Callable[[], None]  # raises Stopped to refuse a write (lease lost)
+
+
+class Activity:
+    """How many units of debate work can go on by themselves (a debate task, or one turn of a round).
+
+    A unit waiting for a batch result is not counted. Batch mode sends its collected calls when this
+    drops to zero: then every debate in flight waits for a result, so no further call of this round
+    will come. Counting is exact because hand-overs are atomic: a round's turns take over their
+    debate's unit, the last turn to finish hands it back, and a resolved batch call counts its waiter
+    in before the waiter runs.
+    """
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.on_idle: Callable[[], None] | None = None
+
+    def enter(self, n: int = 1) -> None:
+        self.busy += n
+
+    def leave(self, n: int = 1) -> None:
+        self.busy -= n
+        if self.busy == 0 and self.on_idle is not None:
+            self.on_idle()
+
+    @contextlib.asynccontextmanager
+    async def waiting(self) -> AsyncIterator[None]:
+        """Not counted while inside (e.g. waiting for the cost cap's reservations to settle)."""
+        self.leave()
+        try:
+            yield
+        finally:
+            self.enter()
+
+
+class Calls(Interface):
+    """Where completions come from: the synchronous endpoints or a batch collector."""
+
+    activity: Activity
+
+    def price(self, agent: AgentConfig) -> Price:
+        """What a call of this agent costs this way (the batch price in batch mode)."""
+        ...
+
+    async def complete(self, agent: AgentConfig, messages: list[Message], key: str) -> CallResult:
+        """One completion, retries included; `key` names the call within the job (`<response id>#a` for
+        the ask, `#r` for the re-ask), the same in every run of the job. Never raises for endpoint trouble."""
+        ...
+
+    def stored(self, key: str) -> None:
+        """The turn `key` (a response id) is stored: what was kept for it may go."""
+        ...
+
+
+class DirectCalls:
+    """The synchronous path: a chat completion per call, through the endpoint's limiter, breaker and retries."""
+
+    def __init__(self, endpoints: Endpoints) -> None:
+        self.endpoints = endpoints
+        self.activity = Activity()
+
+    def price(self, agent: AgentConfig) -> Price:
+        return agent.price
+
+    async def complete(self, agent: AgentConfig, messages: list[Message], key: str) -> CallResult:
+        return await self.endpoints.by_agent[agent.name].complete(agent, messages)
+
+    def stored(self, key: str) -> None:
+        pass
 
 
 @dataclass
@@ -80,10 +164,11 @@ class Engine:
     def __init__(self, panel: PanelConfig, protocol: Protocol, endpoints: Endpoints, sink: DebateSink, *,
                  job_id: str, config_hash: str | None = None, concurrency: int = 16,
                  gate: WriteGate | None = None, progress: Progress | None = None,
-                 writer: GroupWriter | None = None, budget: Budget | None = None) -> None:
+                 writer: GroupWriter | None = None, budget: Budget | None = None, calls: Calls | None = None) -> None:
         self.panel = panel
         self.protocol = protocol
         self.endpoints = endpoints
+        self.calls: Calls = calls or DirectCalls(endpoints)
         self.sink = sink
         self.writer = writer or GroupWriter(sink)
         self._stored: set[str] | None = None  # debate ids of this job already in the store (None: unknown)
@@ -124,6 +209,7 @@ class Engine:
 
     async def _debate_task(self, question: Question) -> None:
         self.progress.in_flight += 1
+        self.calls.activity.enter()
         try:
             debate = await self.run_debate(question)
             if debate is None:
@@ -141,6 +227,7 @@ class Engine:
             self.progress.note(f"{question.dataset}/{question.qid}: {type(exc).__name__}: {exc}")
         finally:
             self.progress.in_flight -= 1
+            self.calls.activity.leave()
 
     # -- one debate --------------------------------------------------------------------------
     def new_debate(self, question: Question) -> Debate:
@@ -159,6 +246,8 @@ class Engine:
         if stored is not None and stored.status is DebateStatus.COMPLETE:
             return None
         live = _Live(fresh if stored is None else stored.model_copy(update={"status": DebateStatus.RUNNING}))
+        for r in live.debate.responses:  # stored by an earlier run: nothing more is needed for them
+            self.calls.stored(live.debate.response_id(r.agent, r.round))
         while (rnd := self.protocol.next_round(live.debate)) is not None:
             if self.draining.is_set():
                 raise Stopped
@@ -172,15 +261,36 @@ class Engine:
                 if have.prompt_hash and have.prompt_hash != prompt_hash(req.messages):
                     logger.warning("debate %s: stored turn %s/%d came from a different prompt; keeping it",
                                    live.debate.id, req.agent, rnd)
-            # every turn of the round is awaited (and written) even if one of them fails
-            results = await asyncio.gather(*(self._turn(live, req) for req in todo), return_exceptions=True)
-            for res in results:
+            for res in await self._round(live, todo):
                 if isinstance(res, BaseException):
                     raise res
         return await self._finish(live)
 
+    async def _round(self, live: _Live, todo: list[TurnRequest]) -> list[BaseException | None]:
+        """Every turn of the round, awaited (and written) even if one of them fails.
+
+        The turns take over the debate's unit of activity; the last one to end hands it back.
+        """
+        if not todo:
+            return []
+        activity = self.calls.activity
+        activity.enter(len(todo) - 1)
+        left = len(todo)
+
+        async def turn(req: TurnRequest) -> None:
+            nonlocal left
+            try:
+                await self._turn(live, req)
+            finally:
+                left -= 1
+                if left:
+                    activity.leave()
+
+        return await asyncio.gather(*(turn(req) for req in todo), return_exceptions=True)
+
     async def _turn(self, live: _Live, req: TurnRequest) -> None:
-        response = await self.call(live.debate.question, req)
+        key = live.debate.response_id(req.agent, req.round)
+        response = await self.call(live.debate.question, req, key)
         edges = req.edges() if response.parse_status is not ParseStatus.ABSENT else []
         async with live.lock:  # snapshots of one debate are made and queued in order: each a superset
             data = live.debate.model_dump()
@@ -191,6 +301,7 @@ class Engine:
             committed = self.writer.submit(updated)
             live.debate = updated
         await committed  # durable before the turn counts as done; a failed write fails the debate
+        self.calls.stored(key)
 
     async def _finish(self, live: _Live) -> Debate:
         debate = live.debate
@@ -209,17 +320,17 @@ class Engine:
         return final
 
     # -- one turn ----------------------------------------------------------------------------
-    async def call(self, question: Question, req: TurnRequest) -> Response:
+    async def call(self, question: Question, req: TurnRequest, key: str) -> Response:
         """Make the call (plus at most one re-ask) and turn the reply into a MAG node.
 
         The node keeps the prompt as sent and every completion call's output in order, so a
-        re-asked turn still shows the reply that could not be parsed.
+        re-asked turn still shows the reply that could not be parsed. `key` names the turn (its
+        response id) for `Calls`.
         """
         agent = self.panel.agent(req.agent)
-        endpoint = self.endpoints.by_agent[req.agent]
         base = {"agent": req.agent, "round": req.round, "model": agent.model,
                 "prompt_hash": prompt_hash(req.messages), "prompt": req.messages}
-        result = await self._paid_call(endpoint, agent, req.messages)
+        result = await self._paid_call(agent, req.messages, f"{key}#a")
         if result is None:  # the cost cap: this turn is not made, the debate stays partial
             raise Stopped
         outputs = [_output(result)]
@@ -237,7 +348,7 @@ class Engine:
                 reask = prompts.reask(error, self.protocol.asks_confidence)
                 retry = [*req.messages, {"role": "assistant", "content": result.text},
                          {"role": "user", "content": reask}]
-                second = await self._paid_call(endpoint, agent, retry)
+                second = await self._paid_call(agent, retry, f"{key}#r")
                 if second is None:
                     error = f"{error}; no re-ask: the job's cost cap was reached"
                 else:
@@ -268,19 +379,21 @@ class Engine:
             **base, **usage,
         )
 
-    async def _paid_call(self, endpoint: Endpoint, agent: AgentConfig, messages: list[Message]) -> CallResult | None:
+    async def _paid_call(self, agent: AgentConfig, messages: list[Message], key: str) -> CallResult | None:
         """One call within the job's cost cap; None (and the run drains) when it could pass the cap."""
         if self.budget is None:
-            return await endpoint.complete(agent, messages)
-        worst = worst_case_usd(agent, messages)
-        if not await self.budget.reserve(worst):
+            return await self.calls.complete(agent, messages, key)
+        worst = worst_case_usd(agent, messages, self.calls.price(agent))
+        async with self.calls.activity.waiting():  # a batch may have to go out before reservations settle
+            reserved = await self.budget.reserve(worst)
+        if not reserved:
             if not self.draining.is_set():
                 logger.warning("job %s: %s; draining", self.job_id, self.budget.describe())
             self.draining.set()
             return None
         result: CallResult | None = None
         try:
-            result = await endpoint.complete(agent, messages)
+            result = await self.calls.complete(agent, messages, key)
         finally:
             # answered: what usage says (the worst case without usage); failed: nothing; cancelled: the worst case
             actual = None if result is None else result.cost_usd if result.text is not None else 0.0

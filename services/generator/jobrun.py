@@ -20,13 +20,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from magdi.mag import JobSpec, JobStatus
-from magdi.store.graph_store import GraphStore
+from magdi.mag import DebateStatus, JobSpec, JobStatus
+from magdi.store.batches import BatchRecord, BatchStore
+from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
 from magdi.store.quota import QuotaShares
 from services.generator import redact
+from services.generator.batch_api import PollPolicy
+from services.generator.batching import ApiBackend, Backend, BatchCalls, OfflineBackend
 from services.generator.budget import Budget
 from services.generator.client import Endpoints
 from services.generator.engine import Engine, Progress, Stopped
@@ -146,14 +150,17 @@ class JobResult:
 async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker: str,
                   settings: GeneratorSettings, *, claimed_at: float, stop: asyncio.Event | None = None,
                   progress: Progress | None = None, concurrency: int | None = None,
-                  max_cost_usd: float | None = None) -> JobResult:
+                  max_cost_usd: float | None = None, batch_dir: Path | None = None) -> JobResult:
     """Run a job this worker claimed at monotonic time `claimed_at`; finish, release or abandon it.
 
     `max_cost_usd` caps the job's whole cost (earlier runs of it included): no call starts that could
-    pass it, and the job ends `failed` with "cost cap reached" (`budget.Budget`).
+    pass it, and the job ends `failed` with "cost cap reached" (`budget.Budget`). A batch-mode job
+    (`spec.mode == "batch"`) has every debate in flight unless `concurrency` says otherwise, and an
+    offline one writes its batch files to `batch_dir`.
     """
     spec, panel = prepared.spec, prepared.panel
     stop = stop or asyncio.Event()
+    progress = progress or Progress()
     redact.install(prepared.keys.values())
     endpoints = Endpoints(panel, prepared.keys)
     protocol = build_protocol(prepared.protocol, {a.name: a.demos_key for a in panel.agents})
@@ -166,10 +173,20 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
     if max_cost_usd is not None:
         so_far = await asyncio.to_thread(jobs.refresh_counters, spec.id)
         budget = Budget(max_cost_usd, spent_usd=so_far.cost_usd if so_far else 0.0)
+    draining = asyncio.Event()
+    calls: BatchCalls | None = None
+    if spec.mode == "batch":
+        calls, reopen, complete = await asyncio.to_thread(open_batch_calls, prepared, store, endpoints, settings,
+                                                          progress, draining.is_set, batch_dir)
+        await calls.resume(reopen, complete)
+        concurrency = concurrency or max(len(prepared.questions), 1)
     engine = Engine(panel, protocol, endpoints, sink, job_id=spec.id, config_hash=spec.config_hash,
                     concurrency=concurrency or settings.concurrency, gate=keeper.check, progress=progress,
-                    writer=writer, budget=budget)
-    quota = QuotaSharer(QuotaShares(store), f"{worker}/{spec.id}", endpoints, settings.lease_s, keeper.every_s)
+                    writer=writer, budget=budget, calls=calls)
+    engine.draining = draining
+    # a batch job makes no synchronous calls: it takes no share of the endpoints' rate limits
+    quota = QuotaSharer(QuotaShares(store), f"{worker}/{spec.id}", endpoints if calls is None else None,
+                        settings.lease_s, keeper.every_s)
     await quota.renew()  # before the first call: start at our share, not at the whole quota
     run_task = asyncio.create_task(engine.run(prepared.questions))
     helpers = [asyncio.create_task(keeper.run()), asyncio.create_task(quota.run()),
@@ -197,9 +214,41 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
         for task in (*helpers, stop_task, lost_task):
             task.cancel()
         await asyncio.gather(*helpers, stop_task, lost_task, return_exceptions=True)
+        if calls is not None:
+            await calls.aclose()
         await endpoints.aclose()
         await quota.release()
-    return await asyncio.to_thread(_conclude, jobs, spec, worker, engine, endpoints, keeper.lost, stop.is_set())
+    return await asyncio.to_thread(_conclude, jobs, spec, worker, engine, endpoints, keeper.lost, stop.is_set(), calls)
+
+
+def open_batch_calls(prepared: Prepared, store: GraphStore, endpoints: Endpoints, settings: GeneratorSettings,
+                     progress: Progress, draining: Callable[[], bool], batch_dir: Path | None,
+                     ) -> tuple[BatchCalls, list[BatchRecord], list[str]]:
+    """The batch collector of a batch-mode job, the open batches of its earlier runs and its complete debates
+    (for `BatchCalls.resume`)."""
+    spec = prepared.spec
+    policy = PollPolicy(initial_s=settings.batch_poll_s, max_s=settings.batch_poll_max_s,
+                        timeout_s=settings.batch_timeout_s)
+    backends: dict[str, Backend] = {}
+    if spec.offline:
+        if batch_dir is None:
+            raise ValueError(f"job {spec.name} is an offline batch job: give its folder (--batch-dir)")
+        offline = OfflineBackend(batch_dir, policy, spec.name, settle_s=settings.batch_settle_s)
+        backends = {a.name: offline for a in prepared.panel.agents}
+    else:
+        by_client: dict[int, Backend] = {}
+        for agent in prepared.panel.agents:
+            client = endpoints.by_agent[agent.name].client
+            backends[agent.name] = by_client.setdefault(id(client), ApiBackend(client, policy, spec.id))
+    records = BatchStore(store)
+    reopen = records.open_batches(spec.id)
+    complete = store.debate_ids(DebateFilter(job_id=spec.id, status=DebateStatus.COMPLETE.value))
+    if reopen:
+        logger.info("job %s: %d open batch(es) from an earlier run: %s", spec.id, len(reopen),
+                    ", ".join(b.batch_id for b in reopen))
+    calls = BatchCalls(endpoints, spec.id, backends, records=records, progress=progress, draining=draining,
+                       next_seq=records.count(spec.id))
+    return calls, reopen, complete
 
 
 class QuotaSharer:
@@ -208,10 +257,12 @@ class QuotaSharer:
     Renewed as often as the job lease (`every_s`); while Neo4j is unreachable the last sizes stay.
     """
 
-    def __init__(self, shares: QuotaShares, holder: str, endpoints: Endpoints, lease_s: float,
+    def __init__(self, shares: QuotaShares, holder: str, endpoints: Endpoints | None, lease_s: float,
                  every_s: float) -> None:
+        """`endpoints` None: this run makes no synchronous calls and takes no share."""
         self.shares, self.holder, self.lease_s, self.every_s = shares, holder, lease_s, every_s
-        self.limited = {e.quota_id: e for e in endpoints.all() if e.limiter.limits.rpm or e.limiter.limits.tpm}
+        self.limited = {e.quota_id: e for e in (endpoints.all() if endpoints else [])
+                        if e.limiter.limits.rpm or e.limiter.limits.tpm}
         # A cancelled renewal's thread runs on; the lock and flag keep it from re-creating released shares.
         self._lock = threading.Lock()
         self._released = False
@@ -260,13 +311,13 @@ async def _refresh_counters(jobs: JobStore, job_id: str, every_s: float) -> None
 
 
 def _conclude(jobs: JobStore, spec: JobSpec, worker: str, engine: Engine, endpoints: Endpoints,
-              lost: bool, stopped: bool) -> JobResult:
+              lost: bool, stopped: bool, calls: BatchCalls | None = None) -> JobResult:
     progress = engine.progress
     errors = [f"endpoint {name} was down; its turns are recorded as absent: {err}"
               for name, err in endpoints.down().items()] + progress.errors
     if lost:
         return JobResult(None, progress, errors)
-    _add_call_counters(jobs, spec.id, endpoints, engine.writer)
+    _add_call_counters(jobs, spec.id, endpoints, engine.writer, calls)
     job = jobs.refresh_counters(spec.id)
     finished = progress.done + progress.failed + progress.skipped
     if stopped and finished + progress.crashed < progress.total:
@@ -289,11 +340,16 @@ def _conclude(jobs: JobStore, spec: JobSpec, worker: str, engine: Engine, endpoi
     return JobResult(status, progress, errors)
 
 
-def _add_call_counters(jobs: JobStore, job_id: str, endpoints: Endpoints, writer: GroupWriter) -> None:
-    """Add this run's endpoint and store counters to the Job node (summed over runs, for `magdi jobs status`)."""
-    totals = {"calls": sum(e.calls for e in endpoints.all()), "retries": sum(e.retries for e in endpoints.all()),
+def _add_call_counters(jobs: JobStore, job_id: str, endpoints: Endpoints, writer: GroupWriter,
+                       calls: BatchCalls | None = None) -> None:
+    """Add this run's endpoint and store counters to the Job node (summed over runs, for `magdi jobs status`).
+
+    In batch mode a call is a line sent in a batch, a retry a failed line sent again."""
+    batch = calls or _NoBatch()
+    totals = {"calls": sum(e.calls for e in endpoints.all()) + batch.lines_sent,
+              "retries": sum(e.retries for e in endpoints.all()) + batch.lines_retried,
               "rate_limit_waits": sum(e.rate_limit_waits for e in endpoints.all()),
-              "call_failures": sum(e.failures for e in endpoints.all()),
+              "call_failures": sum(e.failures for e in endpoints.all()) + batch.lines_failed,
               "store_outages": writer.outages, "store_held_s": round(writer.held_s, 1)}
     try:
         jobs.store._run(lambda t: t.run(
@@ -303,10 +359,21 @@ def _add_call_counters(jobs: JobStore, job_id: str, endpoints: Endpoints, writer
         logger.warning("job %s: could not store call counters: %s", job_id, exc)
 
 
+@dataclass
+class _NoBatch:
+    lines_sent: int = 0
+    lines_retried: int = 0
+    lines_failed: int = 0
+
+
 def describe(result: JobResult) -> dict[str, Any]:
     p = result.progress
     return {"status": result.status.value if result.status else "lease-lost", "debates": p.total,
             "complete": p.done, "failed": p.failed, "crashed": p.crashed, "already_done": p.skipped, "calls": p.calls,
             "reused_turns": p.reused, "invalid_turns": p.invalid, "absent_turns": p.absent,
             "tokens_in": p.tokens_in, "tokens_out": p.tokens_out, "cost_usd": round(p.cost_usd, 6),
-            "seconds": round(time.monotonic() - p.started, 1), "errors": result.errors[:10]}
+            "seconds": round(time.monotonic() - p.started, 1),
+            **({"batches": len(p.batches), "batches_resumed": p.batches_resumed, "batch_flushes": p.flushes,
+                "batch_requests": p.batch_requests, "batch_lines_done": p.batch_lines_done,
+                "batch_retries": p.batch_retries} if p.batches else {}),
+            "errors": result.errors[:10]}

@@ -19,9 +19,10 @@ from magdi.protocol import ProtocolConfig
 
 
 def build_spec(*, name: str, dataset: str, data_path: str, data_format: str | None, offset: int,
-               limit: int | None, panel: PanelConfig, protocol: ProtocolConfig) -> JobSpec:
+               limit: int | None, panel: PanelConfig, protocol: ProtocolConfig, mode: str = "sync",
+               offline: bool = False) -> JobSpec:
     return JobSpec(name=name, dataset=dataset, data_path=data_path, data_format=data_format, offset=offset,
-                   limit=limit, panel=panel, protocol=protocol)
+                   limit=limit, panel=panel, protocol=protocol, mode=mode, offline=offline)
 
 
 @dataclass
@@ -43,6 +44,9 @@ def prepare(spec: JobSpec, env: Mapping[str, str] | None = None, *, policy: Oper
     `Who.WORKER` that file must lie under the policy's data root (checked with realpath).
     """
     policy = policy if policy is not None else OperatorPolicy()
+    if spec.offline and who is not Who.OPERATOR:
+        raise ValueError(f"job {spec.name} is an offline batch job: its batch files are in a folder only "
+                         "`magdi generate --mode batch --offline --batch-dir DIR --resume` knows; a worker cannot run it")
     panel = policy.bind(spec.panel, who)
     protocol = spec.protocol
     protocol.check_agents(panel.agent_names)

@@ -30,6 +30,12 @@ class GeneratorSettings(BaseSettings):
     drain_timeout_s: float = Field(60.0, ge=0, description="on SIGTERM: time to finish in-flight turns")
     preflight_timeout_s: float = Field(5.0, gt=0, description="GET /models timeout per endpoint")
     counters_every_s: float = Field(2.0, gt=0, description="job progress counters refresh interval")
+    batch_poll_s: float = Field(5.0, gt=0, description="batch mode: first delay between status checks of a batch")
+    batch_poll_max_s: float = Field(60.0, gt=0, description="batch mode: the delay grows 1.5x per check up to this")
+    batch_timeout_s: float = Field(90_000.0, gt=0, description="batch mode: give up waiting for a batch after this "
+                                   "(the job fails, resumable; the batch is polled again then)")
+    batch_settle_s: float = Field(5.0, gt=0, description="offline batch mode: an output file that stopped growing "
+                                  "this long is complete (missing lines count as failed)")
     once: bool = Field(False, description="exit when the queue is empty instead of polling")
     log_level: str = Field("INFO", description="root log level of `python -m services.generator`")
     policy: OperatorPolicy = Field(default_factory=OperatorPolicy,

@@ -115,3 +115,48 @@ def count_responses(driver: Any, job_id: str) -> int:
     records, _, _ = driver.execute_query(
         "MATCH (d:Debate {job_id: $job})-[:HAS_RESPONSE]->(r:Response) RETURN count(r) AS n", job=job_id)
     return int(records[0]["n"])
+
+
+def mag_view(debate: Any) -> dict[str, Any]:
+    """What two runs of one job on the same panel must agree on, whatever the mode (sync or batch): the
+    question, every node's prompt, text, parse, answer and label, the INFORMS edges and the outcome.
+    Not compared: ids (they name the job), latency, attempts and cost (a batch costs its own price)."""
+    from magdi.mag import canonical
+
+    d = canonical(debate)
+    return {
+        "question": d.question.id, "qid": d.question.qid, "status": d.status.value, "team_answer": d.team_answer,
+        "team_correct": d.team_correct, "majority": d.majority_answer, "consensus": d.consensus,
+        "rounds_used": d.rounds_used, "error": d.error,
+        "nodes": [(r.agent, r.round, r.parse_status.value, r.raw_text, r.reasoning, r.answer, r.confidence,
+                   r.recalibrated_confidence, r.correct, r.label, r.parse_error, r.model, r.prompt_hash,
+                   [(m.role, m.content) for m in r.prompt or []], r.tokens_in, r.tokens_out, r.finish_reason,
+                   [(o.text, o.reask, o.tokens_in, o.tokens_out) for o in r.outputs]) for r in d.responses],
+        "edges": [(e.source_agent, e.source_round, e.target_agent, e.target_round) for e in d.edges],
+    }
+
+
+def job_mags(store: Any, job_id: str) -> dict[str, dict[str, Any]]:
+    """mag_view of every debate of a job, by the question's record id."""
+    from magdi.store.graph_store import DebateFilter
+
+    out = {}
+    for debate_id in store.debate_ids(DebateFilter(job_id=job_id)):
+        debate = store.get_debate(debate_id)
+        out[debate.question.qid] = mag_view(debate)
+    return out
+
+
+def panel_batch_lines(base_url: str) -> dict[str, list[str]]:
+    """Every batch the simulated panel holds -> the custom_ids of its input file (paged like the SDK)."""
+    out: dict[str, list[str]] = {}
+    with httpx.Client(timeout=10.0) as http:
+        after = None
+        while True:
+            page = http.get(f"{base_url}/batches", params={"limit": 100, **({"after": after} if after else {})}).json()
+            for batch in page["data"]:
+                text = http.get(f"{base_url}/files/{batch['input_file_id']}/content").text
+                out[batch["id"]] = [json.loads(line)["custom_id"] for line in text.splitlines() if line.strip()]
+            if not page["has_more"]:
+                return out
+            after = page["last_id"]
