@@ -18,6 +18,7 @@ import httpx
 import openai
 
 from magdi.panel import AgentConfig, PanelConfig
+from magdi.redact import RedactSecrets
 from magdi.store.quota import endpoint_id
 from services.generator.limits import (
     CircuitBreaker,
@@ -26,7 +27,6 @@ from services.generator.limits import (
     retry_delay,
     should_retry,
 )
-from services.generator.redact import RedactSecrets
 
 logger = logging.getLogger(__name__)
 

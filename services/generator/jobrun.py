@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from magdi import redact
 from magdi.mag import JobSpec, JobStatus
 from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
 from magdi.store.quota import QuotaShares
-from services.generator import redact
 from services.generator.budget import Budget
 from services.generator.client import Endpoints
 from services.generator.engine import Engine, Progress, Stopped
