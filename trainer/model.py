@@ -131,12 +131,7 @@ class MAGDiStudent(nn.Module):
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(R, T) right-padded ids -> (R, T, H) last-layer states (post final norm)."""
-        causal_lm = self._causal_lm()
-        decoder = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else None
-        if decoder is not None and decoder is not causal_lm:
-            return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        out = causal_lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=True)
-        return out.hidden_states[-1]
+        return decoder_states(self._causal_lm(), input_ids, attention_mask)
 
     def _rows(self, batch: Any, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch's token rows `rows`, trimmed to their longest real length."""
@@ -252,6 +247,21 @@ class LossTerms:
     node_logits: torch.Tensor | None = None
     n_pairs: int = 0
     n_nll_tokens: int = 0
+
+
+def causal_lm_of(model: nn.Module) -> nn.Module:
+    """The causal LM inside a peft model (LoRA layers in place, active unless disabled), or the model."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_states(causal_lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(R, T) ids -> (R, T, H) last-layer states (post final norm) of a causal LM, without its LM head:
+    callers apply the head to the positions they score only (the head is a quarter of a small model)."""
+    decoder = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else None
+    if decoder is not None and decoder is not causal_lm:
+        return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    out = causal_lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=True)
+    return out.hidden_states[-1]
 
 
 def _pair_multiplicity(pair_pos: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
