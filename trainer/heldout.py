@@ -33,7 +33,7 @@ from magdi.mag import Debate
 from trainer.data import MAGCollator
 from trainer.graphs import GraphSpec, MAGEncoder
 from trainer.losses import position_weighted_pool
-from trainer.model import causal_lm_of, decoder_states
+from trainer.model import causal_lm_of, decoder_states, distinct_rows
 
 SCORE_MAX_LENGTH = 2048
 """Tokens per scored node text (prompt included): whole answers, whatever the training cap."""
@@ -53,19 +53,6 @@ def bootstrap_ci(per_mag: Sequence[tuple[int, int]], *, draws: int = 2000, seed:
         ratios.append(sum(w for w, _ in sample) / sum(p for _, p in sample))
     ratios.sort()
     return [round(ratios[int(0.025 * (draws - 1))], 4), round(ratios[int(0.975 * (draws - 1))], 4)]
-
-
-def _distinct_rows(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows to score, node -> index into those rows): one row per distinct (MAG, token sequence)."""
-    first: dict[tuple[int, bytes], int] = {}
-    rows, index = [], []
-    for i in range(batch.input_ids.shape[0]):
-        key = (int(batch.batch[i]), batch.input_ids[i][batch.attention_mask[i].bool()].numpy().tobytes())
-        if key not in first:
-            first[key] = len(rows)
-            rows.append(i)
-        index.append(first[key])
-    return torch.tensor(rows, dtype=torch.long), torch.tensor(index, dtype=torch.long)
 
 
 def _answer_logprob_sums(causal_lm: Any, hidden: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
@@ -123,7 +110,7 @@ def _score(model: Any, tokenizer: Any, debates: list[Debate], spec: GraphSpec, d
     with tqdm(total=len(graphs), desc=desc, unit="MAG", dynamic_ncols=True) as bar:
         for start in range(0, len(graphs), mags_per_forward):
             batch = collate(graphs[start:start + mags_per_forward])
-            rows, index = _distinct_rows(batch)
+            rows, index = distinct_rows(batch.input_ids, batch.attention_mask, batch.batch)  # per MAG
             mask = batch.attention_mask[rows]
             width = int(mask.sum(dim=1).max())
             ids, mask = batch.input_ids[rows][:, :width].to(device), mask[:, :width].to(device)
