@@ -6,8 +6,8 @@
 
 Arms (same MAGs, hash split, step budget and seed): `base` (no training), `sft-single`,
 `sft-multi`, `magdi` (end_to_end), `magdi-reference`, `magdi-no-gcn`, `magdi-no-rank`, plus
-`magdi-clip-per-group` (the one change tried, see docs/benchmarks.md) and, with `--arms`, the
-ablations of docs/trainer.md. The student is SmolLM2-135M-Instruct (a packaged model, pulled from
+`magdi-correct-mags` (the one change tried, see docs/benchmarks.md) and, with `--arms`, the
+ablations of docs/trainer.md and `magdi-clip-per-group`. The student is SmolLM2-135M-Instruct (a packaged model, pulled from
 PyPI once) with the CPU recipe `configs/trainer/smollm2-cpu.yaml`, overridden as printed. MAGs
 are debated first by the simulated panel (`benchmarks/mags.py`) unless `--mags` names a file.
 Writes `results.json`, `table.md` and `split.json` to `--out` and prints the table. Metrics:
@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.distill import ARMS, MAIN_ARMS, Size, run, table
+from benchmarks.distill import ARMS, DEFAULT_ARMS, Size, run, table
 
 CPU = Size(
     student="smollm2-135m-instruct",
@@ -33,7 +33,6 @@ CPU = Size(
                "data.shuffle_buffer=256", "run.seed=42"),
     questions=400, rounds=2, heldout_fraction=0.2, score_mags=40, gen_questions=16, max_new_tokens=160,
     gen_batch=16)
-DEFAULT_ARMS = (*MAIN_ARMS, "magdi-clip-per-group")
 
 
 def main(argv: list[str] | None = None) -> int:
