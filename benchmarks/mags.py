@@ -41,8 +41,6 @@ SEATS = (("verifier-175b", "175b_verification", "chatgpt"),
          ("verifier-6b", "6b_verification", "bard"))
 JOB = "job-bench-distill"
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class MagsRun:

@@ -42,14 +42,14 @@ GPU_OVERRIDES = (
     "model.precision=auto", "model.prompt_format=auto", "lora.r=16", "lora.alpha=32", "lora.last_layers=null",
     "lora.target_modules=q_proj,k_proj,v_proj,o_proj", "optim.max_steps=125", "optim.batch_size=8",
     "optim.grad_accum=1", "optim.warmup_steps=10", "optim.lr=1e-3", "optim.head_lr=1e-3",
-    "data.max_length=512", "data.shuffle_buffer=1024", "run.seed=42",
+    "data.max_length=512", "data.shuffle_buffer=1024", "data.keep_without_correct=true", "run.seed=42",
 )
 GPU = Size(recipe="configs/trainer/smollm2-cpu.yaml", overrides=GPU_OVERRIDES, questions=1319, rounds=2,
            heldout_fraction=0.25, score_mags=None, gen_questions=None, max_new_tokens=256, gen_batch=512,
            score_mags_per_forward=16)
 SMOKE = Size(recipe="configs/trainer/smollm2-cpu.yaml",
              overrides=("model.precision=bf16", "optim.max_steps=1", "optim.batch_size=1", "optim.warmup_steps=0",
-                        "data.max_length=96", "run.seed=42"),
+                        "data.max_length=96", "data.keep_without_correct=true", "run.seed=42"),
              questions=24, rounds=1, heldout_fraction=0.25, score_mags=2, gen_questions=2, max_new_tokens=8,
              gen_batch=2, score_mags_per_forward=2)
 

@@ -30,7 +30,7 @@ CPU = Size(
     recipe="configs/trainer/smollm2-cpu.yaml",
     overrides=("model.precision=bf16", "optim.max_steps=24", "optim.batch_size=2", "optim.grad_accum=1",
                "optim.warmup_steps=2", "optim.lr=2e-3", "optim.head_lr=1e-3", "data.max_length=320",
-               "data.shuffle_buffer=256", "run.seed=42"),
+               "data.shuffle_buffer=256", "data.keep_without_correct=true", "run.seed=42"),
     questions=400, rounds=2, heldout_fraction=0.2, score_mags=40, gen_questions=16, max_new_tokens=160,
     gen_batch=16)
 
