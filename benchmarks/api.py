@@ -33,7 +33,7 @@ import neo4j
 from magdi.mag import Agent, Debate, Question, Response, TaskType, full_visibility_edges
 from magdi.settings import Neo4jSettings
 from magdi.store.connection import open_driver
-from magdi.store.graph_store import _MAG_PROJECTION, DebateFilter, GraphStore  # the API's exact read query
+from magdi.store.graph_store import MAG_PROJECTION, DebateFilter, GraphStore  # the API's exact read query
 from magdi.store.server import ManagedNeo4j
 
 DATASET = "bench-api"
@@ -148,7 +148,7 @@ def run(settings: Neo4jSettings, mags: int, requests: int, threads: int) -> None
         def bare(query: str, **params: object) -> None:
             driver.execute_query(query, parameters_=params, routing_=neo4j.RoutingControl.READ)
 
-        by_id = "MATCH (d:Debate {id: $id})" + _MAG_PROJECTION
+        by_id = "MATCH (d:Debate {id: $id})" + MAG_PROJECTION
         cases = {
             "GET /v1/debates/{id}": (lambda i: http("GET", f"/v1/debates/{ids[i % mags]}"),
                                      lambda i: bare(by_id, id=ids[i % mags])),

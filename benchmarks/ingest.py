@@ -58,16 +58,17 @@ def node_queries(debate: Debate) -> Iterator[tuple[str, dict[str, Any]]]:
     for a in debate.panel:
         row = records.agent_row(a)
         yield "MERGE (n:Agent {id: $id}) SET n += $p", {"id": row["id"], "p": row}
-    d = records.debate_row(debate)
+    debate_id = debate.id
+    d = {**records.debate_row(debate, debate_id), "created_at": debate.created_at}
     yield ("MERGE (n:Debate {id: $id}) SET n += $p WITH n MATCH (q:Question {id: $q}) MERGE (n)-[:ON]->(q)",
            {"id": d["id"], "p": d, "q": q["id"]})
     for r in debate.responses:
-        row = records.response_row(debate, r)
+        row = records.response_row(debate, debate_id, r)
         yield ("MATCH (d:Debate {id: $d}) MATCH (a:Agent {id: $a}) MERGE (n:Response {id: $id}) SET n += $p "
                "MERGE (d)-[:HAS_RESPONSE]->(n) MERGE (n)-[:BY]->(a)",
                {"d": row["debate_id"], "a": row["agent_id"], "id": row["id"], "p": row["props"]})
     for e in debate.edges:
-        row = records.edge_row(debate, e)
+        row = records.edge_row(debate_id, e)
         yield ("MATCH (s:Response {id: $src}) MATCH (t:Response {id: $dst}) MERGE (s)-[x:INFORMS]->(t) "
                "SET x.same_agent = $same, x.debate_id = $d",
                {"src": row["src"], "dst": row["dst"], "same": row["same_agent"], "d": row["debate_id"]})

@@ -169,7 +169,7 @@ def load_child(kind: str, path: str, limit: int) -> None:
         """The read path as it was: Record.data() on each page (and no Rust extension, above)."""
         from magdi.store import records
         from magdi.store.connection import open_driver
-        from magdi.store.graph_store import _MAG_PROJECTION
+        from magdi.store.graph_store import MAG_PROJECTION
 
         settings = get_settings()
         driver = open_driver(settings)
@@ -178,7 +178,7 @@ def load_child(kind: str, path: str, limit: int) -> None:
             with driver.session() as session:
                 while True:
                     query = ("MATCH (d:Debate)" + (" WHERE d.id > $after" if after else "")
-                             + " WITH d ORDER BY d.id LIMIT 256 " + _MAG_PROJECTION)
+                             + " WITH d ORDER BY d.id LIMIT 256 " + MAG_PROJECTION)
                     rows = [r.data() for r in session.run(query, after=after)]
                     for row in rows:
                         yield records.debate_from(row["d"], row["q"], row["rs"], row["es"])

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from magdi.answers import last_boxed, normalize_answer, task_for_dataset
+from magdi.errors import UserError
+from magdi.formats import FormatError, loads_record, loads_records
 from magdi.mag import Question, TaskType
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ _TASK_OF_FORMAT = {"gsm8k": TaskType.NUMBER, "strategyqa": TaskType.YES_NO, "ecq
                    "aqua": TaskType.CHOICE, "arc": TaskType.CHOICE, "math": TaskType.MATH}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A data file that cannot be loaded; the message names the file, the record and the field."""
 
 
@@ -131,25 +133,31 @@ def _read_json_records(path: Path) -> Iterator[Record]:
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
-            data = json.loads(text)
+            data = loads_records(text, str(path))
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        except FormatError as exc:
+            raise DatasetError(str(exc)) from None
         for i, rec in enumerate(data):
             yield f"record {i + 1}", _as_object(path, f"record {i + 1}", rec)
         return
     if stripped.startswith("{") and "\n" in stripped.strip():
         try:  # a pretty-printed single object (one MATH problem per file)
-            yield "record 1", _as_object(path, "record 1", json.loads(text))
+            yield "record 1", _as_object(path, "record 1", loads_record(text, f"{path}: record 1"))
             return
         except json.JSONDecodeError:
             pass  # JSON lines
+        except FormatError as exc:
+            raise DatasetError(str(exc)) from None
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = loads_record(line, f"{path}: line {lineno}")
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}: line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        except FormatError as exc:
+            raise DatasetError(str(exc)) from None
         yield f"line {lineno}", _as_object(path, f"line {lineno}", rec)
 
 

@@ -2,7 +2,8 @@
 
 One debate on one question is one MAG: a node per (agent, round) response and a directed edge
 (`INFORMS`) from every response that was shown in another response's prompt. Any number of agents
-and rounds; the reference's fixed 3x4 template is built only by the trainer's reference mode.
+and rounds. The reference's fixed 3x4 template (12 slots, hard-coded edges, D4/D5) is not built
+anywhere: the trainer reads each MAG's own INFORMS edges in both of its modes.
 
 These pydantic models are the contract between the generator, the graph store, the API and the
 trainer; they are what the API returns and what our lossless `jsonl` format holds, one MAG a line.
@@ -63,6 +64,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+INT64_MAX = 2**63 - 1  # Neo4j stores integers as 64-bit: anything larger is refused at validation
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=False, use_enum_values=False)
 
@@ -81,7 +85,8 @@ class Question(_Model):
 
     @property
     def id(self) -> str:
-        return ids.question_id(self.dataset, self.qid)
+        """Content-based within the dataset (see `magdi.ids`); `qid` is where the record came from."""
+        return ids.question_id(self.dataset, self.text, self.gold_answer, self.options)
 
 
 class Agent(_Model):
@@ -96,11 +101,41 @@ class Agent(_Model):
         return f"{self.name}@{self.model}"
 
 
-class Response(_Model):
-    """One agent's answer in one round: a MAG node."""
+class Message(_Model):
+    """One chat message as sent to an endpoint."""
+
+    role: str = Field(min_length=1)
+    content: str
+
+
+class _Usage(_Model):
+    """What calling an endpoint cost: shared by one call (`Output`) and a whole turn (`Response`)."""
+
+    tokens_in: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    tokens_out: int | None = Field(default=None, ge=0, le=INT64_MAX)
+    latency_s: float | None = Field(default=None, ge=0.0)
+    cost_usd: float | None = Field(default=None, ge=0.0)
+    finish_reason: str | None = None
+    attempts: int | None = Field(default=None, ge=0, le=INT64_MAX, description="HTTP calls made, retries included")
+
+
+class Output(_Usage):
+    """One completion call of a turn, in call order: the first ask, then a re-ask (if any).
+
+    `text` is the endpoint's reply verbatim, or None when the call failed (`error` says why). A
+    re-ask's messages were the turn's prompt, the previous output as an assistant turn, then `reask`.
+    """
+
+    text: str | None = None
+    error: str | None = None
+    reask: str | None = Field(default=None, description="the re-ask message that preceded this call")
+
+
+class Response(_Usage):
+    """One agent's answer in one round: a MAG node (usage fields: the whole turn, re-ask included)."""
 
     agent: str
-    round: int = Field(ge=0)
+    round: int = Field(ge=0, le=INT64_MAX)
     parse_status: ParseStatus = ParseStatus.VALID
     reasoning: str | None = None
     answer: str | None = None
@@ -110,13 +145,9 @@ class Response(_Model):
     raw_text: str | None = Field(default=None, description="the teacher's output, verbatim")
     parse_error: str | None = None
     model: str | None = None
-    tokens_in: int | None = Field(default=None, ge=0)
-    tokens_out: int | None = Field(default=None, ge=0)
-    latency_s: float | None = Field(default=None, ge=0.0)
-    cost_usd: float | None = Field(default=None, ge=0.0)
-    finish_reason: str | None = None
     prompt_hash: str | None = None
-    attempts: int | None = Field(default=None, ge=0, description="calls made for this turn, retries included")
+    prompt: list[Message] | None = Field(default=None, description="the chat messages this agent was shown")
+    outputs: list[Output] = Field(default_factory=list, description="every completion call of the turn, in order")
 
     @property
     def label(self) -> int:
@@ -136,9 +167,9 @@ class Edge(_Model):
     """`source` was shown in the prompt that produced `target` (by agent/round coordinates)."""
 
     source_agent: str
-    source_round: int = Field(ge=0)
+    source_round: int = Field(ge=0, le=INT64_MAX)
     target_agent: str
-    target_round: int = Field(ge=0)
+    target_round: int = Field(ge=0, le=INT64_MAX)
 
     @property
     def same_agent(self) -> bool:
@@ -160,13 +191,30 @@ class Debate(_Model):
     team_correct: bool | None = None
     majority_answer: str | None = None
     consensus: bool | None = None
-    rounds_used: int | None = Field(default=None, ge=0)
+    rounds_used: int | None = Field(default=None, ge=0, le=INT64_MAX)
     error: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
     @property
     def id(self) -> str:
-        return ids.debate_id(self.job_id, self.question.dataset, self.question.qid)
+        """(job, question, record) for a generated debate; an imported one (no job) adds its content."""
+        q = self.question
+        if self.job_id:
+            return ids.debate_id(self.job_id, q.id, q.qid)
+        return ids.debate_id(None, q.id, q.qid, self.content_digest())
+
+    def content_digest(self) -> str:
+        """What the MAG holds, independent of order and of what is derived from the gold.
+
+        The question record, protocol, panel, responses and edges; not the labels (`correct`,
+        recalibrated confidence), outcome, status or `created_at`, so re-labelling a re-import
+        keeps its id.
+        """
+        body = self.model_dump(mode="json", include={"question", "protocol", "panel"})
+        responses = sorted((r.model_dump(mode="json", exclude={"correct", "recalibrated_confidence"})
+                            for r in self.responses), key=lambda r: (r["agent"], r["round"]))
+        edges = sorted((e.source_agent, e.source_round, e.target_agent, e.target_round) for e in self.edges)
+        return ids.digest(body, responses, edges, length=32)
 
     def response_id(self, agent: str, round_: int) -> str:
         return ids.response_id(self.id, agent, round_)
@@ -247,8 +295,8 @@ class JobSpec(_Model):
     data_path: str | None = Field(default=None, description="dataset file read by the worker")
     data_format: str | None = None
     questions: list[Question] = Field(default_factory=list, description="inline questions (POST /v1/debates)")
-    offset: int = Field(default=0, ge=0)
-    limit: int | None = Field(default=None, ge=1)
+    offset: int = Field(default=0, ge=0, le=INT64_MAX)
+    limit: int | None = Field(default=None, ge=1, le=INT64_MAX)
     panel: PanelConfig = Field(description="the panel as written (declared endpoints by name; never a key)")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
 

@@ -37,6 +37,9 @@ class ProtocolConfig(BaseModel):
     topology: Topology = Field("all", description="all | ring | explicit [source, target] agent pairs "
                                                   "(also 'a->b,b->c')")
     reask: bool = Field(True, description="one re-ask quoting the parse error before storing 'invalid'")
+    missing_confidence: Literal["zero", "ignore"] = Field(
+        "zero", description="a missing confidence in the team vote: 'zero' (ReConcile: 0.0, recalibrated to 0.1) "
+                            "or 'ignore' (no weight); see magdi.answers.weighted_vote")
     demos: dict[str, list[Demo]] = Field(default_factory=dict, description="convincing samples by file stem")
     demos_source: str | None = Field(None, description="where the demos were read from (informational)")
 

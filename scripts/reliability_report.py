@@ -29,6 +29,9 @@ READING = """
 - **nodes lost**: questions without a finished MAG, plus answers the simulated panel completed
   (counted per model and prompt SHA-256 by `/v1/_sim/stats`) for a first-try prompt of a stored
   debate whose turn is not in the graph.
+- **nodes changed**: nodes and relationships already stored before the fault whose labels or
+  properties differ afterwards (a full snapshot before and after); `-` where a row does not
+  measure it (the endpoint and crash rows start from an empty job).
 - **nodes duplicated**: duplicate `Response`/`Debate`/`Question`/`Agent`/`Job` ids, two responses
   for one (debate, agent, round), parallel `INFORMS` or `HAS_RESPONSE` edges, two debates for one
   (job, question), plus stored turns whose prompt was completed again after they were stored.
@@ -65,13 +68,16 @@ STATIC = """
   live jobs each take 1/2, the survivor returns to the whole quota, a dead holder's share
   expires), so N workers do not send N times the quota into 429s.
 - **Schema upgrades**: migrations (`magdi/store/schema.py`) are numbered, every statement is
-  `IF NOT EXISTS`, and the version in force is kept on one `:SchemaVersion` node. Every process
-  that opens the store applies the ones newer than the stored version at start, so upgrading is:
-  stop the workers and the API, back up (`magdi db backup`), install the new magdi, start one
-  process (e.g. `magdi jobs list`), which migrates, then the rest. A database from before
-  migrations (version 0) is upgraded in place; applying twice changes nothing (both tested). A
-  restore applies the current migrations first, so an older backup lands on the current schema; a
-  backup from a NEWER schema is refused.
+  `IF NOT EXISTS`, every data step idempotent, and the version in force is kept on one
+  `:SchemaVersion` node. Every process that opens the store applies the ones newer than the stored
+  version at start; the migrating process holds the version node's write lock, so processes that
+  start together (`docker compose up`) wait for it instead of racing (the "concurrent start-up"
+  row). Upgrading is: stop the workers and the API, back up (`magdi db backup`), install the new
+  magdi, start one process (e.g. `magdi jobs list`), which migrates, then the rest. A database from
+  before migrations (version 0) is upgraded in place; applying twice changes nothing; migration 4
+  (content-based question and debate ids) is tested on data written the version-3 way
+  (`tests/store/test_migration.py`). A restore applies the current migrations, loads the data and,
+  for an older backup, runs the newer migrations over it; a backup from a NEWER schema is refused.
 - **Neo4j outages**: the driver's managed transactions retry `ServiceUnavailable`/`SessionExpired`
   for `MAGDI_QUERY_TIMEOUT_S` (30 s); past that the generator holds the finished turns and retries
   them for `MAGDI_GENERATOR_STORE_OUTAGE_S` (600 s), and once the lease (`MAGDI_GENERATOR_LEASE_S`,
@@ -129,16 +135,19 @@ def render(results: dict, outcome: str, seconds: float, command: str) -> str:
         f"({platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()})",
         f"- command: `{command}`",
         f"- outcome: {outcome} in {seconds:.0f} s; {len(rows)} rows, "
-        f"{sum(r['nodes_lost'] for r in rows)} nodes lost, {sum(r['nodes_duplicated'] for r in rows)} duplicated",
+        f"{sum(r['nodes_lost'] for r in rows)} nodes lost, {sum(r['nodes_duplicated'] for r in rows)} duplicated, "
+        f"{sum(r.get('nodes_changed') or 0 for r in rows)} changed",
         "",
         "Reproduce: `make reliability` (or `python scripts/reliability_report.py [--slow]`); the tests",
         "alone: `pytest tests/reliability -m 'not slow'` (rows go to `$MAGDI_RELIABILITY_OUT`).",
         "",
-        "| fault | how injected | what happened | nodes lost | nodes duplicated | time to recover (s) |",
-        "|---|---|---|---:|---:|---:|",
+        "| fault | how injected | what happened | nodes lost | nodes duplicated | nodes changed | time to recover (s) |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
+        changed = r.get("nodes_changed")
         cells = [r["fault"], r["injected"], r["happened"], str(r["nodes_lost"]), str(r["nodes_duplicated"]),
+                 "-" if changed is None else str(changed),
                  "-" if r["recover_s"] is None else f"{r['recover_s']:.1f}"]
         lines.append(_row(cells))
     probes = results.get("security", [])

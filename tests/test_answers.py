@@ -315,7 +315,8 @@ def test_weighted_vote_sums_recalibrated_confidences() -> None:
 
 def test_weighted_vote_none_handling() -> None:
     assert weighted_vote([None, "b"], [1.0, 0.1]) == "b"
-    assert weighted_vote(["a", "b"], [None, 0.1]) == "b"  # None contributes 0, 0.1 recalibrates to 0.1
+    assert weighted_vote(["a", "b"], [None, 0.1]) == "a"  # ReConcile: None -> 0.0 -> 0.1, a tie: first seen
+    assert weighted_vote(["a", "b"], [None, 0.1], missing_confidence="ignore") == "b"  # None adds nothing
     assert weighted_vote(["a", "b"], [None, None]) == "a"
     assert weighted_vote([], []) is None
     assert weighted_vote([None], [0.9]) is None

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from magdi.errors import UserError
+
 ENV_PREFIX = "MAGDI_TRAIN_"
 
 Objective = Literal["sft-single", "sft-multi", "magdi"]
@@ -32,7 +34,7 @@ PromptFormatName = Literal["auto", "chat_template", "reference"]
 LabelSource = Literal["node", "agent_final", "team"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration that cannot be used; the message names the key."""
 
 

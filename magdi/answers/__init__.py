@@ -17,6 +17,7 @@ from magdi.answers.latex import last_boxed, latex_to_sympy_syntax, normalize_mat
 from magdi.answers.normalize import is_equivalent, normalize_answer, task_for_dataset
 from magdi.answers.teacher import (
     AnswerParseError,
+    MissingConfidence,
     majority_vote,
     parse_confidence,
     parse_json_output,
@@ -27,6 +28,7 @@ from magdi.answers.teacher import (
 
 __all__ = [
     "AnswerParseError",
+    "MissingConfidence",
     "extract_answer",
     "is_equivalent",
     "last_boxed",

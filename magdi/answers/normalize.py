@@ -14,7 +14,7 @@ from magdi.mag import TaskType
 
 logger = logging.getLogger(__name__)
 
-NUMBER_REL_TOL = 1e-6
+NUMBER_REL_TOL = 1e-6  # only between two non-integers (see `is_equivalent`)
 _LETTERS = "ABCDEFGHIJ"
 _NUM = r"[-+\u2212]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
 _NUMBER_RE = re.compile(
@@ -160,12 +160,18 @@ def _normalize_text(text: str) -> str:
 
 # -- equivalence and extraction ---------------------------------------------------------------
 def is_equivalent(pred: object, gold: object, task: TaskType, options: Sequence[str] = ()) -> bool:
-    """Task equivalence of two answer values; a missing answer is never correct."""
+    """Task equivalence of two answer values; a missing answer is never correct.
+
+    Numbers: equal as exact decimals whenever either side is an integer (an integer gold such as
+    GSM8K's is matched exactly: 1000001 is not 1000000); a relative tolerance of NUMBER_REL_TOL
+    applies only between two non-integers, where the gold itself is a rounded decimal (1/3 as
+    0.3333333). Applying it only then keeps the rule symmetric.
+    """
     p, g = normalize_answer(pred, task, options), normalize_answer(gold, task, options)
     if p is None or g is None:
         return False
     if task is TaskType.NUMBER:
-        return math.isclose(float(p), float(g), rel_tol=NUMBER_REL_TOL, abs_tol=1e-12)
+        return _numbers_equal(p, g)
     if p == g:
         return True
     if task is TaskType.CHOICE and options:  # ECQA repeats option texts: same text, same answer
@@ -173,6 +179,13 @@ def is_equivalent(pred: object, gold: object, task: TaskType, options: Sequence[
         return texts.get(p) is not None and texts.get(p) == texts.get(g)
     return task is TaskType.MATH and symbolic_equal(p, g)
 
+
+def _numbers_equal(a: str, b: str) -> bool:
+    """Two canonical number strings: exact unless both are non-integers (then within NUMBER_REL_TOL)."""
+    x, y = Decimal(a), Decimal(b)
+    if x == x.to_integral_value() or y == y.to_integral_value():
+        return x == y
+    return math.isclose(float(x), float(y), rel_tol=NUMBER_REL_TOL, abs_tol=1e-12)
 
 
 _TASK_BY_TOKEN = {

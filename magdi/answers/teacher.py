@@ -9,6 +9,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from typing import Literal
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,10 @@ def parse_confidence(value: object) -> float | None:
         return None
     percent = False
     if isinstance(value, int | float):
-        x = float(value)
+        try:
+            x = float(value)
+        except OverflowError:  # an integer beyond any float: not a confidence
+            return None
     else:
         m = re.match(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(%?)", str(value))
         if not m:
@@ -135,20 +139,33 @@ def recalibrate_confidence(x: float) -> float:
     return 0.1
 
 
-def weighted_vote(answers: Sequence[str | None], confidences: Sequence[float | None]) -> str | None:
+MissingConfidence = Literal["zero", "ignore"]
+
+
+def weighted_vote(answers: Sequence[str | None], confidences: Sequence[float | None], *,
+                  missing_confidence: MissingConfidence = "zero") -> str | None:
     """ReConcile's weighted_max (§4.8) over already-normalised answers.
 
-    A None confidence contributes nothing (only the answer's one-off +1e-5): an agent that gave no
-    confidence should not outweigh one that reported a low one (recalibrate(0.0) would give 0.1).
+    Each distinct answer scores +1e-5 once plus the recalibrated confidence of every agent that
+    gave it; the highest score wins, sums within VOTE_TIE_EPS count as a tie (first answer seen).
+    A missing (None) confidence follows `missing_confidence`:
+    - "zero" (ReConcile, the default): it counts as 0.0, which recalibrates to 0.1, exactly as
+      ReConcile's `clean_output` + `trans_confidence` do;
+    - "ignore": it adds nothing, so an agent that reported no confidence weighs less than one
+      that reported a low one.
     """
     if len(answers) != len(confidences):
         raise ValueError("answers and confidences differ in length")
+    if missing_confidence not in ("zero", "ignore"):
+        raise ValueError(f"missing_confidence must be 'zero' or 'ignore', not {missing_confidence!r}")
     scores: dict[str, float] = {}
     for answer, conf in zip(answers, confidences, strict=True):
         if answer is None:
             continue
         if answer not in scores:
             scores[answer] = 1e-5
+        if conf is None and missing_confidence == "zero":
+            conf = 0.0
         if conf is not None:
             scores[answer] += recalibrate_confidence(conf)
     best: str | None = None

@@ -37,7 +37,8 @@ def import_(
     skip_invalid: bool = typer.Option(False, help="import the valid records and report the others"),
     batch: int = typer.Option(200, min=1, help="MAGs per write transaction"),
 ) -> None:
-    """Import MAGs. The whole file is validated first: with a bad record nothing is stored."""
+    """Import MAGs. The whole file is validated first: with a bad record, two records of one debate, or a
+    question stored with other content, nothing is stored."""
     if fmt not in IMPORT_FORMATS:
         raise fail(f"unknown import format {fmt!r}; known: {', '.join(IMPORT_FORMATS)}")
     with user_errors():
@@ -51,6 +52,8 @@ def import_(
     for e in errors:
         console.print(f"[yellow]skipped:[/] {e}", highlight=False)
     with store_or_exit() as store, Progress(console=console, transient=True) as progress:
+        with user_errors():  # before the first batch: a question that would change means nothing is written
+            store.check_questions([d.question for d in debates], where=f"{file}: ")
         task_id = progress.add_task("importing", total=len(debates))
         for i in range(0, len(debates), batch):
             chunk = debates[i : i + batch]
@@ -149,18 +152,18 @@ def stats(
     if fmt == "json":
         typer.echo(json.dumps(round_floats(asdict(s)), default=str))
         return
-    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
+    pct = lambda x: "n/a" if x is None else f"{100 * x:.1f}%"  # noqa: E731
     scope = " ".join(f"{k}={v}" for k, v in (("dataset", dataset), ("job", job)) if v) or "all debates"
     summary = Table(title=f"MAG stats: {scope}", show_header=False)
     for key, value in [
         ("debates", f"{s.debates} ({s.complete} complete)"),
         ("consensus rate", pct(s.consensus_rate)),
-        ("mean rounds", "-" if s.mean_rounds is None else f"{s.mean_rounds:.2f}"),
+        ("mean rounds", "n/a" if s.mean_rounds is None else f"{s.mean_rounds:.2f}"),
         ("team accuracy (weighted vote)", pct(s.team_accuracy)),
         ("majority-vote accuracy", pct(s.majority_accuracy)),
         ("responses (invalid)", f"{s.responses} ({s.invalid_responses})"),
         ("tokens in / out", f"{s.tokens_in} / {s.tokens_out}"),
-        ("tokens per debate", "-" if s.tokens_per_debate is None else f"{s.tokens_per_debate:.0f}"),
+        ("tokens per debate", "n/a" if s.tokens_per_debate is None else f"{s.tokens_per_debate:.0f}"),
         ("cost (USD)", f"{s.cost_usd:.4f}"),
     ]:
         summary.add_row(key, value)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from magdi.formats import FormatError
+from magdi.formats import FormatError, loads_record
 from magdi.mag import Debate
 
 FORMAT = "magdi-mag/1"
@@ -25,7 +25,7 @@ def to_line(d: Debate) -> str:
 
 def from_line(line: str, *, where: str) -> Debate:
     try:
-        data = json.loads(line)
+        data = loads_record(line, where)
     except json.JSONDecodeError as exc:
         raise FormatError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):
@@ -64,13 +64,28 @@ def iter_file(path: Path) -> Iterator[Debate]:
 
 
 def load(path: Path, *, skip_invalid: bool = False) -> tuple[list[Debate], list[str]]:
-    """Parse the whole file first; with errors and not `skip_invalid`, raise and store nothing."""
+    """Parse the whole file first; with errors and not `skip_invalid`, raise and store nothing.
+
+    Two lines that are the same debate (same job and question record; for a debate without a job,
+    also the same content) are an error naming both: storing them would merge them into one.
+    """
     debates, errors = [], []
+    seen: dict[str, str] = {}
     for where, line in _lines(path):
         try:
-            debates.append(from_line(line, where=where))
+            debate = from_line(line, where=where)
         except FormatError as exc:
             errors.append(str(exc))
+            continue
+        debate_id = debate.id
+        if debate_id in seen:
+            q = debate.question
+            errors.append(f"{where}: the same debate as {seen[debate_id].rsplit(': ', 1)[-1]} ({debate_id}: job "
+                          f"{debate.job_id!r}, dataset {q.dataset!r}, question {q.qid!r}); a debate is stored once, "
+                          f"so the two records would be merged")
+            continue
+        seen[debate_id] = where
+        debates.append(debate)
     if errors and not skip_invalid:
         raise FormatError(f"{len(errors)} invalid record(s), nothing imported:\n  " + "\n  ".join(errors[:20]))
     return debates, errors

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from magdi import answers, ids
-from magdi.formats import FormatError
+from magdi.formats import FormatError, loads_records
 from magdi.mag import Agent, Debate, Question, Response, TaskType, full_visibility_edges
 from magdi.mag import ParseStatus as PS
 
 OUTPUT_KEY = re.compile(r"^(?P<agent>[A-Za-z0-9][A-Za-z0-9_.\-]*?)_output_(?P<round>\d+)$")
 PROTOCOL = "imported:magdi-ref"
+MAX_ROUND = 1000  # `<agent>_output_<round>` beyond this is a broken key, not a debate (rounds run 0..N)
 
 
 def _where(path: str, index: int, field: str | None = None) -> str:
@@ -32,7 +33,7 @@ def _where(path: str, index: int, field: str | None = None) -> str:
 
 def read_records(path: Path) -> list[Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_records(path.read_text(encoding="utf-8"), str(path))
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -54,9 +55,7 @@ def _panel(records: Iterable[Any]) -> list[str]:
     return list(names)
 
 
-def record_to_debate(
-    rec: Any, index: int, *, path: str, dataset: str, task: TaskType, agents: list[str], seen: dict[str, int]
-) -> Debate:
+def record_to_debate(rec: Any, index: int, *, path: str, dataset: str, task: TaskType, agents: list[str]) -> Debate:
     """One reference record to a MAG; raises FormatError naming the record and field."""
     if not isinstance(rec, dict):
         raise FormatError(f"{_where(path, index)}: expected an object, got {type(rec).__name__}")
@@ -70,13 +69,13 @@ def record_to_debate(
     for key, value in rec.items():
         m = OUTPUT_KEY.match(key)
         if m:
+            if int(m["round"]) > MAX_ROUND:
+                raise FormatError(f"{_where(path, index, key)}: round {m['round']} is out of range (at most "
+                                  f"{MAX_ROUND})")
             outputs[(m["agent"], int(m["round"]))] = value
         elif key != "question":
             extra[key] = value
     qid = str(rec.get("id") or rec.get("qid") or ids.text_qid(text))
-    seen[qid] = seen.get(qid, 0) + 1
-    if seen[qid] > 1:  # the same question twice in one file: keep both, distinctly
-        qid = f"{qid}-{seen[qid]}"
     question = Question(
         dataset=dataset,
         qid=qid,
@@ -159,16 +158,23 @@ def load(
     agents = _panel(records)
     if not agents:
         raise FormatError(f"{path}: no `<agent>_output_<round>` fields in any record")
-    debates, errors, seen = [], [], {}
+    debates, errors = [], []
+    seen: dict[str, int] = {}
     for i, rec in enumerate(records):
         try:
-            debates.append(
-                record_to_debate(rec, i, path=str(path), dataset=dataset, task=task, agents=agents, seen=seen)
-            )
+            debate = record_to_debate(rec, i, path=str(path), dataset=dataset, task=task, agents=agents)
         except FormatError as exc:
             errors.append(str(exc))
+            continue
         except ValueError as exc:  # pydantic validation: name the record
             errors.append(f"{_where(str(path), i)}: {exc}")
+            continue
+        first = seen.setdefault(debate.id, i)
+        if first != i:
+            errors.append(f"{_where(str(path), i)}: the same record as record {first} (question "
+                          f"{debate.question.qid!r}, identical outputs); stored once, the two would be one debate")
+            continue
+        debates.append(debate)
     if errors and not skip_invalid:
         shown = "\n  ".join(errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""

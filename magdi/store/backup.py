@@ -8,7 +8,8 @@ and byte arrays as tagged objects (`{"$datetime": ISO-8601}`, `{"$date": ...}`, 
 `{"$bytes": base64}`), so a restore gives back the same property types, not strings.
 
 The `:SchemaVersion` node is not data: a backup records the schema version in its header and a
-restore applies the current migrations first (so an older backup lands on the current schema).
+restore applies the current migrations first, loads the data, and then, for a backup from an older
+schema, runs the newer migrations again over the restored data (every step is idempotent).
 Restore needs an EMPTY database (no node but `:SchemaVersion`) unless `wipe=True`; it writes in
 batches, marking new nodes with a temporary label and key, which it removes at the end. Stop the
 generator workers first: the dump is read in one read transaction, but jobs that keep writing
@@ -30,6 +31,7 @@ from typing import Any
 import neo4j
 import neo4j.time
 
+from magdi.errors import UserError
 from magdi.store import schema
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ _TMP_KEY = "_magdi_restore_key"
 _SKIP = "NOT n:SchemaVersion"
 
 
-class BackupError(ValueError):
+class BackupError(UserError):
     """A backup file that cannot be restored, or a target that is not empty."""
 
 
@@ -245,4 +247,8 @@ def restore(driver: neo4j.Driver, path: Path, *, database: str | None = None, wi
                                        "IN TRANSACTIONS OF 5000 ROWS")
     finally:
         driver.execute_query("DROP INDEX magdi_restore_key IF EXISTS", database_=database)
+    if header["schema_version"] < current:  # data written by an older magdi: run the newer migrations on it
+        driver.execute_query("MATCH (s:SchemaVersion {id: 'magdi'}) SET s.version = $v",
+                             v=header["schema_version"], database_=database)
+        schema.apply(driver, database)
     return BackupInfo(len(nodes), len(rels), header["schema_version"])

@@ -17,26 +17,56 @@ from typing import Any, TypeVar
 
 import neo4j
 
-from magdi.mag import Debate
+from magdi import ids
+from magdi.errors import UserError
+from magdi.mag import Debate, Question
 from magdi.store import records, schema
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # -- Cypher ------------------------------------------------------------------------------------
-_MERGE_QUESTIONS = "UNWIND $rows AS q MERGE (n:Question {id: q.id}) SET n += q"
+# A question is created once and never changed: a row whose id exists with other content comes back
+# as a conflict (the whole transaction is then rolled back). MERGE on the unique id locks it, so the
+# comparison sees what a concurrent writer committed.
+_MERGE_QUESTIONS = """
+UNWIND $rows AS q
+MERGE (n:Question {id: q.id}) ON CREATE SET n += q
+WITH n, q WHERE n.text <> q.text OR n.task <> q.task OR coalesce(n.options, []) <> coalesce(q.options, [])
+             OR coalesce(n.gold_answer, '') <> coalesce(q.gold_answer, '')
+             OR (n.gold_answer IS NULL) <> (q.gold_answer IS NULL)
+RETURN n.id AS id, n.dataset AS dataset, n.text AS text, n.task AS task, n.gold_answer AS gold,
+       n.options AS options, q.text AS new_text, q.task AS new_task, q.gold_answer AS new_gold,
+       q.options AS new_options
+"""
 # ON CREATE only: every MAG write touches the panel's Agent nodes, and an unconditional SET would
 # make concurrent writers queue on their locks.
 _MERGE_AGENTS = "UNWIND $rows AS a MERGE (n:Agent {id: a.id}) ON CREATE SET n += a"
+# A stored debate stays on its question and job: anything else is a conflict, not an update.
+_DEBATE_CONFLICTS = """
+UNWIND $rows AS d
+MATCH (n:Debate {id: d.id})
+WHERE n.question_id <> d.question_id OR coalesce(n.job_id, '') <> coalesce(d.job_id, '')
+RETURN n.id AS id, n.question_id AS question_id, n.job_id AS job_id, d.question_id AS new_question_id,
+       d.job_id AS new_job_id
+"""
+# created_at is the first write's: a resumed job or a re-import keeps it.
 _MERGE_DEBATES = """
 UNWIND $rows AS d
-MERGE (n:Debate {id: d.id}) SET n += d
+MERGE (n:Debate {id: d.props.id}) ON CREATE SET n.created_at = d.created_at
+SET n += d.props
 WITH n, d
-MATCH (q:Question {id: d.question_id})
+MATCH (q:Question {id: d.props.question_id})
 MERGE (n)-[:ON]->(q)
 WITH n, d
-OPTIONAL MATCH (j:Job {id: d.job_id})
+OPTIONAL MATCH (j:Job {id: d.props.job_id})
 FOREACH (_ IN CASE WHEN j IS NULL THEN [] ELSE [1] END | MERGE (n)-[:PART_OF]->(j))
+"""
+_MERGE_PROMPT_PARTS = """
+UNWIND $rows AS p
+MERGE (n:PromptPart {id: p.id}) ON CREATE SET n.role = p.role, n.content = p.content
+WITH n, p WHERE n.role <> p.role OR n.content <> p.content
+RETURN n.id AS id
 """
 _DROP_STALE = """
 UNWIND $rows AS d
@@ -66,12 +96,48 @@ MATCH (t:Response {id: e.dst})
 MERGE (s)-[x:INFORMS]->(t)
 SET x.same_agent = e.same_agent, x.debate_id = e.debate_id
 """
-_MAG_PROJECTION = """
+MAG_PROJECTION = """
 RETURN d {.*} AS d,
        [(d)-[:ON]->(q:Question) | q {.*}][0] AS q,
        [(d)-[:HAS_RESPONSE]->(r:Response) | r {.*}] AS rs,
-       [(d)-[:HAS_RESPONSE]->(s:Response)-[:INFORMS]->(t:Response) | [s.agent, s.round, t.agent, t.round]] AS es
+       [(d)-[:HAS_RESPONSE]->(s:Response)-[:INFORMS]->(t:Response) | [s.agent, s.round, t.agent, t.round]] AS es,
+       COLLECT { MATCH (d)-[:HAS_RESPONSE]->(r:Response) UNWIND coalesce(r.prompt_parts, []) AS pid
+                 WITH DISTINCT pid MATCH (p:PromptPart {id: pid}) RETURN p {.*} } AS ps
 """
+
+
+class InvalidCursor(UserError):
+    """A page cursor that this store did not hand out (or for another listing)."""
+
+
+class WriteConflict(UserError):
+    """A write would change what a stored node means (a question's text or gold, a debate's
+    question); nothing of that transaction was written."""
+
+
+def _question_conflict(row: dict[str, Any], where: str) -> str:
+    changes = [f"{name} {row[old]!r} -> {row[new]!r}" for name, old, new in
+               (("text", "text", "new_text"), ("gold answer", "gold", "new_gold"), ("task", "task", "new_task"),
+                ("options", "options", "new_options")) if row[old] != row[new]]
+    return (f"question {row['id']} of dataset {row['dataset']!r} is stored with other content ({'; '.join(changes)})"
+            f"{where}; a stored question is never changed: fix the file or use another dataset name")
+
+
+def _batch_conflicts(batch: Iterable[tuple[Question, str]]) -> list[str]:
+    """Questions of one batch that share an id (equal up to whitespace) but differ in content."""
+    seen: dict[str, tuple[Question, str]] = {}
+    problems = []
+    for q, where in batch:
+        first = seen.setdefault(q.id, (q, where))
+        fq, fwhere = first
+        if (fq.text, fq.gold_answer, fq.task, fq.options) != (q.text, q.gold_answer, q.task, q.options):
+            row = {"id": q.id, "dataset": q.dataset, "text": fq.text, "new_text": q.text, "gold": fq.gold_answer,
+                   "new_gold": q.gold_answer, "task": fq.task.value, "new_task": q.task.value,
+                   "options": fq.options, "new_options": q.options}
+            problems.append(_question_conflict(row, f" in {fwhere}, differently in {where}").replace(
+                "is stored with other content", "appears with two contents"))
+    return problems
+
 
 # Filters a caller may pass to list/stream; each maps to one WHERE clause on `d`.
 _FILTERS: dict[str, str] = {
@@ -132,6 +198,11 @@ class Stats:
     agents: list[dict[str, Any]] = field(default_factory=list)
 
 
+def ratio(part: float, whole: int) -> float | None:
+    """part / whole, or None when nothing was counted (never NaN: the figure is unknown, not 0)."""
+    return part / whole if whole else None
+
+
 def encode_cursor(*key: str) -> str:
     """An opaque page token holding the sort key of the last row served (keyset pagination)."""
     return base64.urlsafe_b64encode(json.dumps({"after": key[0] if len(key) == 1 else list(key)}).encode()).decode()
@@ -142,10 +213,10 @@ def decode_cursor(cursor: str, parts: int = 1) -> tuple[str, ...]:
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
     except Exception as exc:  # binascii, json, key and type errors all mean "not ours"
-        raise ValueError(f"invalid cursor {cursor[:40]!r}") from exc
+        raise InvalidCursor(f"invalid cursor {cursor[:40]!r}") from exc
     key = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, list) else ()
     if len(key) != parts or not all(isinstance(k, str) for k in key):
-        raise ValueError(f"invalid cursor {cursor[:40]!r}")
+        raise InvalidCursor(f"invalid cursor {cursor[:40]!r}")
     return key
 
 
@@ -197,9 +268,18 @@ class GraphStore:
         """Write MAGs in ONE transaction (a few UNWIND queries whatever their size).
 
         `replace=True` makes the stored MAG equal to the given one (stale responses and edges of
-        these debates are removed); `replace=False` only adds/updates.
+        these debates are removed); `replace=False` only adds/updates. Two MAGs with one id in the
+        batch are refused (ValueError): they would be merged into one. A question or debate that
+        would change meaning raises WriteConflict, and nothing is written.
         """
         batch = list(debates)
+        first: dict[str, int] = {}
+        for i, d in enumerate(batch):
+            j = first.setdefault(d.id, i)
+            if j != i:
+                raise UserError(f"MAGs {j} and {i} of this batch are the same debate {d.id} (job {d.job_id!r}, "
+                                 f"dataset {d.question.dataset!r}, question {d.question.qid!r}); writing both "
+                                 f"would merge them")
         self._write([(d, None) for d in batch], replace=replace)
         return len(batch)
 
@@ -214,33 +294,66 @@ class GraphStore:
         self._write(batch, replace=False)
         return len(batch)
 
+    def check_questions(self, questions: Iterable[Question], where: str = "") -> None:
+        """Raise WriteConflict if storing these questions would change a stored one (a read; writes
+        check again inside their own transaction)."""
+        items = list(questions)
+        problems = _batch_conflicts((q, f"{where}record {q.qid}") for q in items)
+        rows = list({q.id: records.question_row(q) for q in items}.values())
+        found = self.rows("UNWIND $rows AS q MATCH (n:Question {id: q.id}) "
+                          "RETURN n {.id, .dataset, .text, .task, .gold_answer, .options} AS n, q", rows=rows)
+        for rec in found:
+            n, q = rec["n"], rec["q"]
+            row = {"id": n["id"], "dataset": n["dataset"], "text": n["text"], "new_text": q["text"],
+                   "gold": n.get("gold_answer"), "new_gold": q["gold_answer"], "task": n["task"], "new_task": q["task"],
+                   "options": list(n.get("options") or []), "new_options": q["options"]}
+            if any(row[k] != row[f"new_{k}"] for k in ("text", "gold", "task", "options")):
+                problems.append(_question_conflict(row, f" (given by {where}record {q['qid']})"))
+        if problems:
+            raise WriteConflict("; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5
+                                                           else ""))
+
     def _write(self, batch: list[tuple[Debate, set[tuple[str, int]] | None]], *, replace: bool) -> None:
         if not batch:
             return
+        debate_ids = [d.id for d, _ in batch]  # computed once: an imported MAG's id hashes its content
+        conflicts = _batch_conflicts((d.question, f"debate {i}") for (d, _), i in zip(batch, debate_ids, strict=True))
+        if conflicts:
+            raise WriteConflict("; ".join(conflicts[:5]))
         questions = {d.question.id: records.question_row(d.question) for d, _ in batch}
         agents = {a.id: records.agent_row(a) for d, _ in batch for a in d.panel}
-        debate_rows = [records.debate_row(d) for d, _ in batch]
-        response_rows = [
-            records.response_row(d, r) for d, keys in batch for r in d.responses
-            if keys is None or (r.agent, r.round) in keys
-        ]
+        debate_rows = [{"props": records.debate_row(d, i), "created_at": d.created_at}
+                       for (d, _), i in zip(batch, debate_ids, strict=True)]
+        written = [(d, i, [r for r in d.responses if keys is None or (r.agent, r.round) in keys])
+                   for (d, keys), i in zip(batch, debate_ids, strict=True)]
+        response_rows = [records.response_row(d, i, r) for d, i, rs in written for r in rs]
+        parts = {p["id"]: p for _, _, rs in written for r in rs for p in records.prompt_parts(r)}
         edge_rows = [
-            records.edge_row(d, e) for d, keys in batch for e in d.edges
+            records.edge_row(i, e) for (d, keys), i in zip(batch, debate_ids, strict=True) for e in d.edges
             if keys is None or (e.target_agent, e.target_round) in keys
         ]
         stale = [
             {
-                "id": d.id,
-                "response_ids": [d.response_id(r.agent, r.round) for r in d.responses],
-                "edge_keys": [f"{row['src']}>{row['dst']}" for row in (records.edge_row(d, e) for e in d.edges)],
+                "id": i,
+                "response_ids": [ids.response_id(i, r.agent, r.round) for r in d.responses],
+                "edge_keys": [f"{row['src']}>{row['dst']}" for row in (records.edge_row(i, e) for e in d.edges)],
             }
-            for d, _ in batch
+            for (d, _), i in zip(batch, debate_ids, strict=True)
         ]
 
         def tx(t: neo4j.ManagedTransaction) -> None:
-            t.run(_MERGE_QUESTIONS, rows=list(questions.values())).consume()
+            clashes = [r.data() for r in t.run(_MERGE_QUESTIONS, rows=list(questions.values()))]
+            if clashes:
+                raise WriteConflict("; ".join(_question_conflict(c, "") for c in clashes[:5]))
+            moved = [r.data() for r in t.run(_DEBATE_CONFLICTS, rows=[r["props"] for r in debate_rows])]
+            if moved:
+                raise WriteConflict("; ".join(
+                    f"debate {m['id']} is stored on question {m['question_id']} of job {m['job_id']!r}; this write "
+                    f"puts it on question {m['new_question_id']} of job {m['new_job_id']!r}" for m in moved[:5]))
             t.run(_MERGE_AGENTS, rows=list(agents.values())).consume()
             t.run(_MERGE_DEBATES, rows=debate_rows).consume()
+            if parts and t.run(_MERGE_PROMPT_PARTS, rows=list(parts.values())).peek() is not None:
+                raise WriteConflict("a prompt part id already holds another message (hash collision)")
             if replace:
                 t.run(_DROP_STALE, rows=stale).consume()
                 t.run(_DROP_STALE_EDGES, rows=stale).consume()
@@ -255,7 +368,8 @@ class GraphStore:
         self.write_debates([debate], replace=replace)
 
     def delete_debate(self, debate_id: str) -> bool:
-        """Delete a MAG and its responses; the question goes too when no other debate uses it."""
+        """Delete a MAG and its responses; the question goes too when nothing else (another debate, an
+        evaluation run) points at it. Prompt parts are shared and content-addressed: they stay."""
 
         def tx(t: neo4j.ManagedTransaction) -> bool:
             rec = t.run(
@@ -266,7 +380,7 @@ class GraphStore:
                 DETACH DELETE r
                 WITH DISTINCT d, q
                 DETACH DELETE d
-                WITH q WHERE q IS NOT NULL AND NOT (q)<-[:ON]-(:Debate)
+                WITH q WHERE q IS NOT NULL AND NOT (q)<--()
                 DETACH DELETE q
                 RETURN count(*) AS n
                 """,
@@ -279,7 +393,7 @@ class GraphStore:
     # -- reads -----------------------------------------------------------------------------
     def get_debate(self, debate_id: str) -> Debate | None:
         def tx(t: neo4j.ManagedTransaction) -> list[Any] | None:
-            rec = t.run("MATCH (d:Debate {id: $id})" + _MAG_PROJECTION, id=debate_id).single()
+            rec = t.run("MATCH (d:Debate {id: $id})" + MAG_PROJECTION, id=debate_id).single()
             return rec.values() if rec else None
 
         row = self._run(tx)
@@ -315,7 +429,7 @@ class GraphStore:
         flt = flt or DebateFilter()
         after: str | None = None
         while True:
-            rows = self._page(flt, after, batch_size, _MAG_PROJECTION)
+            rows = self._page(flt, after, batch_size, MAG_PROJECTION)
             for row in rows:
                 yield records.debate_from(*row)
             if len(rows) < batch_size:
@@ -345,11 +459,9 @@ class GraphStore:
         WITH collect(d) AS ds
         RETURN size(ds) AS debates,
                size([d IN ds WHERE d.status = 'complete']) AS complete,
-               CASE WHEN size(ds) = 0 THEN null ELSE
-                 toFloat(size([d IN ds WHERE d.consensus])) / size([d IN ds WHERE d.consensus IS NOT NULL]) END
-                 AS consensus_rate,
-               reduce(s = 0.0, d IN ds | s + coalesce(d.rounds_used, 0)) / CASE WHEN size(ds)=0 THEN 1 ELSE size(ds) END
-                 AS mean_rounds,
+               size([d IN ds WHERE d.consensus]) AS agreed,
+               size([d IN ds WHERE d.consensus IS NOT NULL]) AS judged,
+               [d IN ds WHERE d.rounds_used IS NOT NULL | d.rounds_used] AS rounds,
                [d IN ds WHERE d.team_correct IS NOT NULL | d.team_correct] AS team,
                reduce(s = 0, d IN ds | s + coalesce(d.tokens_in, 0)) AS tokens_in,
                reduce(s = 0, d IN ds | s + coalesce(d.tokens_out, 0)) AS tokens_out,
@@ -391,16 +503,16 @@ class GraphStore:
             return Stats(
                 debates=h["debates"],
                 complete=h["complete"],
-                consensus_rate=h["consensus_rate"],
-                mean_rounds=h["mean_rounds"] if h["debates"] else None,
-                team_accuracy=(sum(team) / len(team)) if team else None,
+                consensus_rate=ratio(h["agreed"], h["judged"]),
+                mean_rounds=ratio(sum(h["rounds"]), len(h["rounds"])),
+                team_accuracy=ratio(sum(team), len(team)),
                 majority_accuracy=majority,
                 responses=sum(a["responses"] for a in agents),
                 invalid_responses=sum(a["invalid"] for a in agents),
                 tokens_in=h["tokens_in"],
                 tokens_out=h["tokens_out"],
                 cost_usd=h["cost_usd"],
-                tokens_per_debate=((h["tokens_in"] + h["tokens_out"]) / h["debates"]) if h["debates"] else None,
+                tokens_per_debate=ratio(h["tokens_in"] + h["tokens_out"], h["debates"]),
                 agents=agents,
             )
 

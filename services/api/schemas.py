@@ -144,6 +144,25 @@ class QuestionPublic(BaseModel):
     gold_explanation: str | None
 
 
+class MessagePublic(BaseModel):
+    role: str
+    content: str
+
+
+class OutputPublic(BaseModel):
+    """One completion call of the turn: the reply verbatim (null if the call failed), usage, latency."""
+
+    text: str | None
+    finish_reason: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    latency_s: float | None
+    cost_usd: float | None
+    attempts: int | None = Field(description="HTTP attempts of this call, retries included")
+    error: str | None
+    reask: str | None = Field(description="the re-ask message sent before this call (after the previous output)")
+
+
 class NodePublic(BaseModel):
     """One response (agent, round): a MAG node. `label`: 1 correct, 0 incorrect, 2 absent/invalid/unknown."""
 
@@ -167,6 +186,10 @@ class NodePublic(BaseModel):
     finish_reason: str | None
     prompt_hash: str | None
     attempts: int | None
+    prompt: list[MessagePublic] | None = Field(description="the chat messages this agent was shown, as sent "
+                                                           "(null for imported nodes)")
+    outputs: list[OutputPublic] = Field(description="every completion call of the turn, first first: a re-asked "
+                                                    "turn keeps the reply that could not be parsed")
 
 
 class EdgePublic(BaseModel):
@@ -244,8 +267,9 @@ class AgentStats(BaseModel):
 class StatsPublic(BaseModel):
     debates: int
     complete: int
-    consensus_rate: float | None = Field(description="agreement rate: share of debates whose final answers agree")
-    mean_rounds: float | None
+    consensus_rate: float | None = Field(description="agreement rate: share of the finished debates whose final "
+                                         "answers agree; null while none has finished")
+    mean_rounds: float | None = Field(description="mean rounds over the debates whose round count is known")
     team_accuracy: float | None
     majority_accuracy: float | None
     responses: int

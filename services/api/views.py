@@ -117,20 +117,21 @@ def job_public(job: Job, *, trusted: bool = True) -> JobPublic:
 
 
 def debate_public(d: Debate, *, trusted: bool = True) -> DebatePublic:
+    debate_id = d.id  # once: an imported MAG's id hashes its content
     nodes = [
-        NodePublic(id=d.response_id(r.agent, r.round), label=r.label, **r.model_dump(exclude={"agent", "round"}),
-                   agent=r.agent, round=r.round)
+        NodePublic(id=ids.response_id(debate_id, r.agent, r.round), label=r.label,
+                   **r.model_dump(exclude={"agent", "round"}), agent=r.agent, round=r.round)
         for r in d.sorted_responses()
     ]
     edges = [
-        EdgePublic(source=d.response_id(e.source_agent, e.source_round),
-                   target=d.response_id(e.target_agent, e.target_round), same_agent=e.same_agent,
+        EdgePublic(source=ids.response_id(debate_id, e.source_agent, e.source_round),
+                   target=ids.response_id(debate_id, e.target_agent, e.target_round), same_agent=e.same_agent,
                    **e.model_dump())
         for e in d.edges
     ]
     q = d.question
     return DebatePublic(
-        id=d.id, question=QuestionPublic(id=q.id, **q.model_dump(exclude={"extra"})), job_id=d.job_id,
+        id=debate_id, question=QuestionPublic(id=q.id, **q.model_dump(exclude={"extra"})), job_id=d.job_id,
         protocol=d.protocol, panel=d.panel if trusted else [_public_agent(a) for a in d.panel], config_hash=d.config_hash, status=d.status, team_answer=d.team_answer,
         team_correct=d.team_correct, majority_answer=d.majority_answer, consensus=d.consensus,
         rounds_used=d.rounds_used, error=d.error, created_at=d.created_at, nodes=nodes, edges=edges,

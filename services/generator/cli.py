@@ -46,6 +46,9 @@ def generate(
     convincing: Path | None = typer.Option(None, help="convincing-samples folder (ReConcile's convincing/ "
                                                       "or one task folder); default: no demos"),
     reask: bool = typer.Option(_PROTOCOL.reask, help="re-ask once when a reply cannot be parsed"),
+    missing_confidence: str = typer.Option(_PROTOCOL.missing_confidence,
+                                           help="a missing confidence in the team vote: zero (ReConcile: counts "
+                                                "as 0.0) | ignore (no weight)"),
     concurrency: int | None = typer.Option(None, min=1, help="debates in flight (default 16)"),
     progress: bool = typer.Option(True, help="live progress bar"),
 ) -> None:
@@ -54,7 +57,8 @@ def generate(
 
     run_generate(panel=panel, dataset=dataset, data=data, fmt=fmt, limit=limit, offset=offset, job=job,
                  resume=resume, protocol=protocol, max_rounds=max_rounds, topology=topology,
-                 convincing=convincing, reask=reask, concurrency=concurrency, show_progress=progress)
+                 convincing=convincing, reask=reask, missing_confidence=missing_confidence,
+                 concurrency=concurrency, show_progress=progress)
 
 
 def worker(

@@ -19,13 +19,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as Bar
 from rich.table import Table
 
+from magdi import redact
 from magdi.cli.common import console, fail, store_or_exit, user_errors
 from magdi.datasets import default_format, load_questions
 from magdi.mag import JobStatus
 from magdi.panel import load_panel
 from magdi.protocol import ProtocolConfig
 from magdi.store.jobs import JobStore
-from services.generator import redact
 from services.generator.client import preflight
 from services.generator.engine import Progress
 from services.generator.jobrun import JobResult, describe, new_worker_id, owner_is_dead, run_job
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limit: int | None, offset: int,
                  job: str, resume: bool, protocol: str, max_rounds: int, topology: str, convincing: Path | None,
-                 reask: bool, concurrency: int | None, show_progress: bool) -> None:
+                 reask: bool, missing_confidence: str, concurrency: int | None, show_progress: bool) -> None:
     settings = get_settings()
     with user_errors():
         panel_cfg = load_panel(panel)
@@ -47,7 +47,8 @@ def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limi
         demos = (load_convincing(convincing, dataset, sample[0].task, [a.demos_key for a in panel_cfg.agents])
                  if convincing else {})
         protocol_cfg = ProtocolConfig(name=protocol, max_rounds=max_rounds, topology=topology, reask=reask,
-                                      demos=demos, demos_source=str(convincing) if convincing else None)
+                                      missing_confidence=missing_confidence, demos=demos,
+                                      demos_source=str(convincing) if convincing else None)
         spec = build_spec(name=job, dataset=dataset, data_path=str(data.resolve()), data_format=data_format,
                           offset=offset, limit=limit, panel=panel_cfg, protocol=protocol_cfg)
         prepared = prepare(spec, policy=settings.policy)
@@ -57,6 +58,7 @@ def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limi
     with store_or_exit() as store:
         jobs = JobStore(store)
         with user_errors():
+            store.check_questions(prepared.questions, where=f"{data}: ")  # never change a stored question
             claimed_at = time.monotonic()
             _claim_for_cli(jobs, spec, worker_id, settings, resume, total=len(prepared.questions))
         bar_progress = Progress()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from magdi.answers import AnswerParseError, is_equivalent, recalibrate_confidence
-from magdi.mag import Debate, DebateStatus, ParseStatus, Question, Response
+from magdi.mag import Debate, DebateStatus, Output, ParseStatus, Question, Response
 from magdi.panel import AgentConfig, PanelConfig
 from services.generator.budget import Budget, worst_case_usd
 from services.generator.client import CallResult, Endpoint, Endpoints, Message, prompt_hash
@@ -25,6 +25,13 @@ from services.generator.protocols.base import Protocol, TurnRequest, parse_turn
 from services.generator.sinks import DebateSink, GroupWriter
 
 logger = logging.getLogger(__name__)
+
+
+def _output(call: CallResult, reask: str | None = None) -> Output:
+    """One completion call as stored on the node (the text verbatim, None if the call failed)."""
+    return Output(text=call.text, finish_reason=call.finish_reason, tokens_in=call.tokens_in,
+                  tokens_out=call.tokens_out, latency_s=call.latency_s, cost_usd=call.cost_usd,
+                  attempts=call.attempts, error=call.error, reask=reask)
 
 
 class Stopped(Exception):  # noqa: N818 - a control-flow signal, like StopIteration
@@ -71,7 +78,7 @@ class Engine:
     """Runs the debates of one job against one panel with one protocol."""
 
     def __init__(self, panel: PanelConfig, protocol: Protocol, endpoints: Endpoints, sink: DebateSink, *,
-                 job_id: str | None, config_hash: str | None = None, concurrency: int = 16,
+                 job_id: str, config_hash: str | None = None, concurrency: int = 16,
                  gate: WriteGate | None = None, progress: Progress | None = None,
                  writer: GroupWriter | None = None, budget: Budget | None = None) -> None:
         self.panel = panel
@@ -81,6 +88,8 @@ class Engine:
         self.writer = writer or GroupWriter(sink)
         self._stored: set[str] | None = None  # debate ids of this job already in the store (None: unknown)
         self._complete: set[str] = set()
+        if not job_id:  # a generated debate is named by its job: without one its id would change every turn
+            raise ValueError("the engine needs a job id")
         self.job_id = job_id
         self.config_hash = config_hash
         self.concurrency = max(1, concurrency)
@@ -93,8 +102,8 @@ class Engine:
     async def run(self, questions: Sequence[Question]) -> Progress:
         """All debates, `concurrency` at a time; returns when each is finished or stopped."""
         self.progress.total = len(questions)
-        if self.job_id is not None:  # one query instead of one read per debate
-            self._stored, self._complete = await asyncio.to_thread(self.sink.known, self.job_id)
+        # one query instead of one read per debate
+        self._stored, self._complete = await asyncio.to_thread(self.sink.known, self.job_id)
         queue: asyncio.Queue[Question] = asyncio.Queue()
         for q in questions:
             queue.put_nowait(q)
@@ -201,43 +210,51 @@ class Engine:
 
     # -- one turn ----------------------------------------------------------------------------
     async def call(self, question: Question, req: TurnRequest) -> Response:
-        """Make the call (plus at most one re-ask) and turn the reply into a MAG node."""
+        """Make the call (plus at most one re-ask) and turn the reply into a MAG node.
+
+        The node keeps the prompt as sent and every completion call's output in order, so a
+        re-asked turn still shows the reply that could not be parsed.
+        """
         agent = self.panel.agent(req.agent)
         endpoint = self.endpoints.by_agent[req.agent]
         base = {"agent": req.agent, "round": req.round, "model": agent.model,
-                "prompt_hash": prompt_hash(req.messages)}
+                "prompt_hash": prompt_hash(req.messages), "prompt": req.messages}
         result = await self._paid_call(endpoint, agent, req.messages)
         if result is None:  # the cost cap: this turn is not made, the debate stays partial
             raise Stopped
+        outputs = [_output(result)]
         if result.text is None:
             self._account(result, ParseStatus.ABSENT)
             self.progress.note(f"{req.agent} round {req.round} on {question.dataset}/{question.qid}: {result.error}")
             return Response(parse_status=ParseStatus.ABSENT, parse_error=result.error, attempts=result.attempts,
-                            **base)
+                            outputs=outputs, **base)
         error = None
         try:
             parsed = parse_turn(result.text, question)
         except AnswerParseError as exc:
             error = str(exc)
             if self.protocol.config.reask:  # also while draining: finishing a turn includes its re-ask
+                reask = prompts.reask(error, self.protocol.asks_confidence)
                 retry = [*req.messages, {"role": "assistant", "content": result.text},
-                         {"role": "user", "content": prompts.reask(error, self.protocol.asks_confidence)}]
+                         {"role": "user", "content": reask}]
                 second = await self._paid_call(endpoint, agent, retry)
                 if second is None:
                     error = f"{error}; no re-ask: the job's cost cap was reached"
-                elif second.text is not None:
+                else:
+                    outputs.append(_output(second, reask=reask))
+                if second is not None and second.text is not None:
                     result = result.merge(second)
                     try:
                         parsed = parse_turn(result.text or "", question)
                         error = None
                     except AnswerParseError as exc2:
                         error = f"{error}; after one re-ask: {exc2}"
-                else:
+                elif second is not None:
                     result.attempts += second.attempts
                     error = f"{error}; the re-ask failed: {second.error}"
         usage = {"tokens_in": result.tokens_in, "tokens_out": result.tokens_out, "latency_s": result.latency_s,
                  "cost_usd": result.cost_usd, "finish_reason": result.finish_reason, "attempts": result.attempts,
-                 "raw_text": result.text}
+                 "raw_text": result.text, "outputs": outputs}
         if error is not None:
             self._account(result, ParseStatus.INVALID)
             return Response(parse_status=ParseStatus.INVALID, parse_error=error, **base, **usage)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from magdi.datasets import default_format, load_questions
+from magdi.errors import UserError
 from magdi.mag import JobSpec, Question
 from magdi.panel import PanelConfig, resolve_keys
 from magdi.policy import OperatorPolicy, Who
@@ -54,6 +55,12 @@ def prepare(spec: JobSpec, env: Mapping[str, str] | None = None, *, policy: Oper
         path = policy.confine(spec.data_path) if who is not Who.OPERATOR else spec.data_path
         questions = load_questions(path, spec.data_format or default_format(spec.dataset),
                                    dataset=spec.dataset, offset=spec.offset, limit=spec.limit)
+    first: dict[tuple[str, str], int] = {}
+    for i, q in enumerate(questions):
+        j = first.setdefault((q.id, q.qid), i)
+        if j != i:
+            raise UserError(f"job {spec.name}: questions {j} and {i} are the same record (question {q.qid!r} of "
+                             f"{q.dataset!r}); they would be one debate")
     if who is not Who.OPERATOR:
         policy.check_caps(questions=len(questions), max_rounds=protocol.max_rounds)
     return Prepared(spec, panel, protocol, questions, keys)

@@ -101,10 +101,11 @@ class Worker:
         policy = self.settings.policy
         try:
             prepared = await asyncio.to_thread(prepare, spec, policy=policy, who=Who.WORKER)
+            await asyncio.to_thread(self.store.check_questions, prepared.questions, f"job {spec.name}: ")
             await asyncio.wait_for(asyncio.to_thread(policy.check_egress, prepared.panel),
                                    timeout=self.settings.preflight_timeout_s)
             await preflight(prepared.panel, prepared.keys, self.settings.preflight_timeout_s)
-        except (ValueError, TimeoutError) as exc:  # Policy/Panel/Dataset/Egress/PreflightError, validation
+        except (ValueError, TimeoutError) as exc:  # Policy/Panel/Dataset/Egress/PreflightError, WriteConflict, validation
             logger.error("job %s cannot run: %s", job_id, exc)
             await asyncio.to_thread(self.jobs.finish, job_id, self.worker_id, JobStatus.FAILED, [public_error(exc)])
             return

@@ -24,7 +24,7 @@ def test_post_debate_queues_a_one_question_job(client, store, panel):
     stored = job.spec.panel.model_dump(mode="json")["agents"]
     assert stored == panel["agents"], "the seats as the caller chose them; the operator's part is not stored"
     q = job.spec.questions[0]
-    assert out["debate_id"] == ids.debate_id(job.id, "gsm8k", q.qid)
+    assert out["debate_id"] == ids.debate_id(job.id, q.id, q.qid)
     assert q.task.value == "number"  # from the dataset name
     assert r.headers["location"] == out["job_url"] == f"/v1/jobs/{job.id}"
     # a retried POST is the same job, not a second one

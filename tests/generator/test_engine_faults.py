@@ -13,23 +13,46 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from generator_helpers import endpoint_defaults, panel_dict
 
-from magdi.answers import is_equivalent, majority_vote, recalibrate_confidence, weighted_vote
-from magdi.mag import Debate, DebateStatus, JobStatus, ParseStatus, TaskType
+from magdi.answers import (
+    AnswerParseError,
+    is_equivalent,
+    majority_vote,
+    recalibrate_confidence,
+    weighted_vote,
+)
+from magdi.mag import Debate, DebateStatus, JobStatus, ParseStatus, Question, Response, TaskType
 from magdi.panel import parse_panel
 from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
 from services.generator.client import prompt_hash
 from services.generator.jobrun import new_worker_id, run_job
 from services.generator.jobspec import build_spec, prepare
-from services.generator.protocols import ProtocolConfig, build_protocol, load_convincing
+from services.generator.protocols import ProtocolConfig, build_protocol, load_convincing, parse_turn
 from services.generator.protocols.base import final_answers
 from services.generator.settings import GeneratorSettings
 
 FAULTS = {"latency_s": 0.01, "rpm_limit": 12, "error_rate": 0.05, "timeout_rate": 0.03, "hang_s": 3.0,
           "malformed_rate": 0.08, "empty_rate": 0.02, "truncated_body_rate": 0.02, "wrong_usage_rate": 0.05,
           "reset_rate": 0.02}
+
+
+def check_outputs(r: Response, q: Question) -> None:
+    """Every completion call of the turn is kept, in order; the node's raw text is the last reply."""
+    assert r.outputs and r.outputs[0].reask is None and len(r.outputs) <= 2
+    assert sum(o.attempts or 0 for o in r.outputs) == r.attempts
+    texts = [o.text for o in r.outputs if o.text is not None]
+    if r.parse_status is ParseStatus.ABSENT:
+        assert not texts and r.outputs[0].error
+        return
+    assert texts and texts[-1] == r.raw_text
+    if len(r.outputs) == 2:  # re-asked: the first reply could not be parsed, and it is still here
+        first, second = r.outputs
+        assert first.text is not None and second.reask and second.reask.startswith("Your previous reply")
+        with pytest.raises(AnswerParseError):
+            parse_turn(first.text, q)
 
 
 def check_mag(d: Debate, protocol, max_rounds: int) -> None:  # noqa: ANN001, C901 - one checklist
@@ -57,6 +80,8 @@ def check_mag(d: Debate, protocol, max_rounds: int) -> None:  # noqa: ANN001, C9
         before = d.model_copy(update={"responses": [x for x in d.responses if x.round < r.round], "edges": []})
         req = next(t for t in protocol.turns(before, r.round) if t.agent == r.agent)
         assert r.prompt_hash == prompt_hash(req.messages)
+        assert [m.model_dump() for m in r.prompt or []] == req.messages, "the prompt is stored as sent"
+        check_outputs(r, q)
         expected = set(req.sources) if r.parse_status is not ParseStatus.ABSENT else set()
         assert incoming.get((r.agent, r.round), set()) == expected
         if r.round > 0:

@@ -34,7 +34,7 @@ class FlakySink(MemorySink):
 
 def debate(qid: str, turns: int = 1) -> Debate:
     agents = [Agent(name="a", model="m")]
-    return Debate(question=Question(dataset="t", qid=qid, text="1+1?", gold_answer="2"), panel=agents,
+    return Debate(question=Question(dataset="t", qid=qid, text="1+1?", gold_answer="2"), panel=agents, job_id="job-t",
                   responses=[Response(agent="a", round=r, answer="2", confidence=0.9) for r in range(turns)])
 
 

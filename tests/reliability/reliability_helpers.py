@@ -38,6 +38,7 @@ class Row:
     nodes_lost: int
     nodes_duplicated: int
     recover_s: float | None
+    nodes_changed: int | None = None  # stored nodes/relationships whose properties changed; None: not measured
     test: str = ""
     passed: bool = True
     details: dict[str, Any] = field(default_factory=dict)
@@ -265,6 +266,47 @@ class Listener:
         self._thread.join(timeout=10)
 
 
+def graph_snapshot(driver: Any) -> dict[str, str]:
+    """Every node and relationship (but the schema version) with its labels/type and properties, by element id."""
+    nodes, _, _ = driver.execute_query("MATCH (n) WHERE NOT n:SchemaVersion "
+                                       "RETURN elementId(n) AS k, labels(n) AS l, properties(n) AS p")
+    rels, _, _ = driver.execute_query("MATCH (a)-[r]->(b) RETURN elementId(r) AS k, elementId(a) AS a, type(r) AS t, "
+                                      "properties(r) AS p, elementId(b) AS b")
+    out = {r["k"]: repr((sorted(r["l"]), sorted(r["p"].items()))) for r in nodes}
+    out.update({r["k"]: repr((r["a"], r["t"], sorted(r["p"].items()), r["b"])) for r in rels})
+    return out
+
+
+def snapshot_diff(before: dict[str, str], after: dict[str, str]) -> dict[str, int]:
+    """lost: gone since `before`; changed: still there with other labels/properties; added: new."""
+    return {"lost": sum(1 for k in before if k not in after),
+            "changed": sum(1 for k, v in before.items() if k in after and after[k] != v),
+            "added": sum(1 for k in after if k not in before)}
+
+
 def env_out_dir() -> Path | None:
     value = os.environ.get("MAGDI_RELIABILITY_OUT")
     return Path(value) if value else None
+
+
+
+def startup_worker(uri: str, user: str, password: str | None, rounds: int, barrier: Any, results: Any) -> None:
+    """A process of the concurrent start-up row: `schema.apply` at the barrier, `rounds` times.
+
+    Runs in a spawned child; each outcome (the version, or the error's name and text) goes to `results`.
+    """
+    from magdi.settings import Neo4jSettings
+    from magdi.store import schema
+    from magdi.store.connection import open_driver
+
+    driver = open_driver(Neo4jSettings(neo4j_uri=uri, neo4j_user=user, neo4j_password=password))
+    try:
+        for rnd in range(rounds):
+            barrier.wait(timeout=300)  # released together with the other processes
+            try:
+                results.put((rnd, schema.apply(driver), None))
+            except Exception as exc:  # noqa: BLE001 - reported to the test, which fails on it
+                results.put((rnd, None, f"{type(exc).__name__}: {exc}"))
+            barrier.wait(timeout=300)  # the parent checks and resets the database
+    finally:
+        driver.close()

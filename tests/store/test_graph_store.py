@@ -48,9 +48,9 @@ def test_writing_twice_adds_nothing(store, make_debate):
 
 
 def test_replace_removes_stale_nodes_but_partial_write_keeps_them(store, make_debate):
-    full = make_debate(3, rounds=3)
+    full = make_debate(3, rounds=3, job_id="job-replace")  # a job's debate keeps its id as it changes
     store.write_debate(full)
-    shorter = make_debate(3, rounds=2)
+    shorter = make_debate(3, rounds=2, job_id="job-replace").model_copy(update={"created_at": full.created_at})
     store.write_debate(shorter, replace=False)
     assert store.get_debate(full.id).rounds() == 3
     store.write_debate(shorter)
@@ -134,7 +134,7 @@ def test_stats(store, make_debate):
 
 
 def test_write_turns_appends_only_the_named_responses(store, make_debate):
-    full = make_debate(9, rounds=3)
+    full = make_debate(9, rounds=3, job_id="job-turns")
     round0 = full.model_copy(update={
         "responses": [r for r in full.responses if r.round == 0], "edges": [], "status": DebateStatus.RUNNING})
     store.write_turns([(round0, {(r.agent, 0) for r in round0.responses})])

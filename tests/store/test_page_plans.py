@@ -59,8 +59,10 @@ def test_first_and_deep_pages_are_index_seeks_that_stop_at_the_limit(populated: 
         for after in (None, matches[len(matches) // 2]):  # first page, then a deep one
             names, leaf_rows, db_hits = plan(populated, flt, after)
             assert index in names and not names & SCANS_AND_SORTS, (flt, after, names)
-            # dataset+job: the job index leads and the dataset test filters what it reads (half matches here)
-            assert leaf_rows <= (LIMIT + 1) * (2 if flt.dataset and flt.job_id else 1) + 1, (flt, after, leaf_rows)
+            # dataset+job: the job index leads and the dataset test filters what it reads (half matches here,
+            # interleaved in id order, i.e. by content hash: about two reads per match, plus some slack)
+            both = flt.dataset and flt.job_id
+            assert leaf_rows <= (LIMIT + 1) * (2 if both else 1) + (LIMIT // 2 if both else 1), (flt, after, leaf_rows)
             assert db_hits <= 8 * LIMIT + 40, (flt, after, db_hits)
 
 

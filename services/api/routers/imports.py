@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from magdi.answers import task_for_dataset
 from magdi.formats import FormatError, jsonl, magdi_ref
 from magdi.mag import Debate, TaskType
-from magdi.store.graph_store import GraphStore
+from magdi.store.graph_store import GraphStore, WriteConflict
 from services.api.deps import SettingsDep, StoreDep, WriteAccess, field_error
 from services.api.schemas import NAME_PATTERN, ErrorOut, ImportResult
 
@@ -76,7 +76,7 @@ def _check(debates: list[Debate], dataset: str | None) -> None:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[WriteAccess],
-             openapi_extra={"requestBody": _BODY}, responses={422: {"model": ErrorOut}})
+             openapi_extra={"requestBody": _BODY}, responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
 async def import_file(
     request: Request,
     store: StoreDep,
@@ -86,7 +86,12 @@ async def import_file(
                                          description="required for magdi-ref; for jsonl, checked")] = None,
     task: Annotated[TaskType | None, Query(description="magdi-ref answer type; default from the dataset")] = None,
 ) -> ImportResult:
-    """Import a file given as the request body (magdi-ref needs `?dataset=`). Re-importing adds nothing."""
+    """Import a file given as the request body (magdi-ref needs `?dataset=`). Re-importing adds nothing.
+
+    422: a bad record (named, with its field), two records that are one debate, nesting deeper than
+    64 levels, an integer beyond 64 bits. 409: a question of the file is stored with other content.
+    Either way nothing is written.
+    """
     if fmt is ImportFormat.magdi_ref and dataset is None:
         raise field_error("query", "dataset", "required for format=magdi-ref")
     body = await request.body()
@@ -95,5 +100,8 @@ async def import_file(
     except FormatError as exc:
         raise HTTPException(422, detail=str(exc)) from None
     writer = GraphStore(store.driver, database=store.database, query_timeout_s=settings.import_timeout_s)
-    await run_in_threadpool(writer.write_debates, debates)
+    try:
+        await run_in_threadpool(writer.write_debates, debates)
+    except WriteConflict as exc:
+        raise HTTPException(409, detail=f"nothing imported: {exc}") from None
     return ImportResult(format=fmt.value, imported=len(debates), debate_ids=[d.id for d in debates])

@@ -38,4 +38,5 @@ class ReconcileProtocol(Protocol):
 
     def team_answer(self, finals: list[Response]) -> str | None:
         """§4.8 weighted_max over each agent's final answer (recalibration inside weighted_vote)."""
-        return weighted_vote([r.answer for r in finals], [r.confidence for r in finals])
+        return weighted_vote([r.answer for r in finals], [r.confidence for r in finals],
+                             missing_confidence=self.config.missing_confidence)
