@@ -43,6 +43,7 @@ import openai
 from openai.types import Batch
 
 from magdi import ids
+from magdi.errors import UserError
 from magdi.panel import AgentConfig, Price
 from magdi.store.batches import BatchRecord, BatchStore
 from services.generator import batch_api
@@ -273,9 +274,9 @@ class BatchCalls:
         for record in reopen:
             backend = by_kind.get(record.kind)
             if backend is None:
-                raise ValueError(f"batch {record.batch_id or record.key} of job {self.job_id} was sent as "
-                                 f"{record.kind!r}; this run sends {', '.join(sorted(by_kind))} batches (resume "
-                                 "the job the way it was started)")
+                raise UserError(f"batch {record.batch_id or record.key} of job {self.job_id} was sent as "
+                                f"{record.kind!r}; this run sends {', '.join(sorted(by_kind))} batches (resume "
+                                "the job the way it was started)")
             if record.batch_id is None:
                 found = await backend.find(record)
                 if found is None:

@@ -19,13 +19,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as Bar
 from rich.table import Table
 
+from magdi import redact
 from magdi.cli.common import console, fail, store_or_exit, user_errors
 from magdi.datasets import default_format, load_questions
 from magdi.mag import JobStatus
 from magdi.panel import load_panel
 from magdi.protocol import ProtocolConfig
 from magdi.store.jobs import JobStore
-from services.generator import redact
 from services.generator.batch_api import TERMINAL
 from services.generator.client import preflight
 from services.generator.engine import Progress
@@ -169,8 +169,15 @@ def run_worker(*, once: bool, concurrency: int | None) -> None:
         overrides["concurrency"] = concurrency
     settings = GeneratorSettings(**overrides)
     redact.install()
+    # The worker's own lines (claims, finishes, failures) at INFO without -v; with -v the
+    # project's loggers go to DEBUG while the driver's and HTTP clients' traffic stays quiet.
+    project = logging.getLogger("services")
+    if project.getEffectiveLevel() > logging.INFO:
+        project.setLevel(logging.INFO)
     with user_errors():
-        worker.main(settings)
+        code = worker.main(settings)
+    if code:
+        raise typer.Exit(code)
 
 
 def run_teachers(*, solutions: Path, questions: Path, host: str, port: int, aliases: list[str],

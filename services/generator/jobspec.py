@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from magdi.datasets import default_format, load_questions
+from magdi.errors import UserError
 from magdi.mag import JobSpec, Question
 from magdi.panel import PanelConfig, resolve_keys
 from magdi.policy import OperatorPolicy, Who
@@ -45,8 +46,8 @@ def prepare(spec: JobSpec, env: Mapping[str, str] | None = None, *, policy: Oper
     """
     policy = policy if policy is not None else OperatorPolicy()
     if spec.offline and who is not Who.OPERATOR:
-        raise ValueError(f"job {spec.name} is an offline batch job: its batch files are in a folder only "
-                         "`magdi generate --mode batch --offline --batch-dir DIR --resume` knows; a worker cannot run it")
+        raise UserError(f"job {spec.name} is an offline batch job: its batch files are in a folder only "
+                        "`magdi generate --mode batch --offline --batch-dir DIR --resume` knows; a worker cannot run it")
     panel = policy.bind(spec.panel, who)
     protocol = spec.protocol
     protocol.check_agents(panel.agent_names)
@@ -62,7 +63,7 @@ def prepare(spec: JobSpec, env: Mapping[str, str] | None = None, *, policy: Oper
     for i, q in enumerate(questions):
         j = first.setdefault((q.id, q.qid), i)
         if j != i:
-            raise ValueError(f"job {spec.name}: questions {j} and {i} are the same record (question {q.qid!r} of "
+            raise UserError(f"job {spec.name}: questions {j} and {i} are the same record (question {q.qid!r} of "
                              f"{q.dataset!r}); they would be one debate")
     if who is not Who.OPERATOR:
         policy.check_caps(questions=len(questions), max_rounds=protocol.max_rounds)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Response, status
 
 from magdi import ids
 from magdi.policy import PolicyError
-from magdi.store.graph_store import Page
+from magdi.store.graph_store import InvalidCursor, Page
 from magdi.store.jobs import JobConflict
 from services.api.deps import (
     FilterDep,
@@ -66,7 +66,7 @@ def list_debates(store: StoreDep, flt: FilterDep, limit: PageLimit, cursor: str 
     """Debate summaries in id order, filtered, keyset-paginated (`next_cursor`)."""
     try:
         page: Page = store.list_debates(flt, limit=limit, cursor=cursor)
-    except ValueError as exc:
+    except InvalidCursor as exc:
         raise field_error("query", "cursor", str(exc)) from None
     return DebatesPage(items=[DebateSummary.model_validate(i) for i in page.items], next_cursor=page.next_cursor)
 
