@@ -77,6 +77,7 @@ def status(
     rows = _rows()
     if name is not None:
         rows = [_pick(rows, name)]
+    _add_batches(rows)
     if fmt == "json":
         typer.echo(json.dumps(round_floats(rows if name is None else rows[0]), default=str))
         return
@@ -102,3 +103,31 @@ def status(
         console.print(table)
         for error in (r.get("errors") or [])[:20]:
             console.print(f"  [yellow]error:[/] {error}", highlight=False, markup=True)
+        if r["batches"]:
+            console.print(_batch_table(r["batches"]))
+
+
+SHOWN_BATCHES = 20  # the latest; `--format json` lists them all
+
+
+def _add_batches(rows: list[dict[str, Any]]) -> None:
+    """Each job's batches (batch mode: provider batch ids or offline file stems), in submission order."""
+    from magdi.store.batches import BatchStore
+
+    with store_or_exit() as store:
+        batches = BatchStore(store)
+        for row in rows:
+            row["batches"] = batches.summaries(row["id"])
+
+
+def _batch_table(batches: list[dict[str, Any]]) -> Table:
+    shown = batches[-SHOWN_BATCHES:]
+    more = f" (the latest {len(shown)} of {len(batches)})" if len(shown) < len(batches) else ""
+    table = Table("#", "batch id", "model", "rounds", "status", "done / failed / requests", "ingested",
+                  title=f"batches{more}")
+    for b in shown:
+        table.add_row(str(b["seq"]), b.get("batch_id") or "-", b.get("model") or "-",
+                      ",".join(str(r) for r in b.get("rounds") or []), b.get("status") or "-",
+                      f"{b.get('completed') or 0} / {b.get('failed') or 0} / {b.get('total') or 0}",
+                      "yes" if b.get("ingested") else "no")
+    return table

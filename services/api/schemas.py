@@ -55,6 +55,10 @@ class JobCreate(_In):
                                                                      "up to the server's cap")
     panel: PanelConfig = Field(description="agents on endpoints the operator declared (see GET /v1/endpoints)")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
+    mode: Literal["sync", "batch"] = Field(
+        "sync", description="sync: one chat completion per turn; batch: each round's turns of every debate go out "
+                            "as Batch API jobs on the panel's endpoints (their batch price, results within the "
+                            "provider's window). Offline batch files are a CLI matter (`magdi generate --offline`)")
 
     @field_validator("data_path")
     @classmethod

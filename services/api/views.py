@@ -81,7 +81,8 @@ def job_spec(body: JobCreate, policy: OperatorPolicy) -> JobSpec:
         raise PolicyError([(("limit",), f"the file has more than {cap} questions from offset {body.offset}, the "
                                        "most one job may have on this server; pass a limit")])
     return JobSpec(name=body.name, dataset=body.dataset, data_path=data_path, data_format=body.format,
-                   offset=body.offset, limit=body.limit, panel=body.panel, protocol=body.protocol)
+                   offset=body.offset, limit=body.limit, panel=body.panel, protocol=body.protocol,
+                   mode=body.mode)
 
 
 def check_panel(panel: PanelConfig, protocol: ProtocolConfig, policy: OperatorPolicy, *,

@@ -258,7 +258,7 @@ def open_batch_calls(prepared: Prepared, store: GraphStore, endpoints: Endpoints
     complete = store.debate_ids(DebateFilter(job_id=spec.id, status=DebateStatus.COMPLETE.value))
     if reopen:
         logger.info("job %s: %d open batch(es) from an earlier run: %s", spec.id, len(reopen),
-                    ", ".join(b.batch_id for b in reopen))
+                    ", ".join(b.batch_id or b.key for b in reopen))
     calls = BatchCalls(endpoints, spec.id, backends, records=records, progress=progress, draining=draining,
                        next_seq=records.count(spec.id))
     return calls, reopen, complete

@@ -71,6 +71,22 @@ def test_same_name_other_config_is_a_conflict_and_same_config_is_a_no_op(client,
     assert len(JobStore(store).list()) == 1
 
 
+def test_a_batch_mode_job_is_queued_with_its_mode_and_is_another_configuration(client, store, panel):
+    r = client.post("/v1/jobs", json=job_body(panel, name="bulk", mode="batch"), headers=AUTH)
+    assert r.status_code == 202, r.text
+    assert r.json()["spec"]["mode"] == "batch" and r.json()["spec"]["offline"] is False
+    stored = JobStore(store).get("job-bulk")
+    assert stored is not None and stored.spec.mode == "batch"
+    # the same slice synchronously is another job: same name, other configuration
+    r = client.post("/v1/jobs", json=job_body(panel, name="bulk"), headers=AUTH)
+    assert r.status_code == 409, r.text
+    # offline batch files live in a folder only the CLI knows: not a field of the API
+    r = client.post("/v1/jobs", json=job_body(panel, name="files", mode="batch", offline=True), headers=AUTH)
+    assert r.status_code == 422 and "offline" in r.text
+    r = client.post("/v1/jobs", json=job_body(panel, name="odd", mode="bulk"), headers=AUTH)
+    assert r.status_code == 422 and "mode" in r.text
+
+
 def test_bad_job_bodies_name_the_field(client, store, panel):
     for patch, field in [({"data_path": "../../etc/passwd"}, "data_path"), ({"format": "csv"}, "format"),
                          ({"limit": 0}, "limit"), ({"offset": -1}, "offset"), ({"name": "a/b"}, "name"),

@@ -68,7 +68,7 @@ def check_batches(store: GraphStore, job_id: str, base_url: str) -> dict[str, in
     return {"batches": len(sent), "lines": len(lines), "retried": retried}
 
 
-@pytest.mark.parametrize("n", [30, pytest.param(200, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("n", [20, pytest.param(200, marks=pytest.mark.slow)])
 def test_batch_job_killed_between_upload_and_ingest_ends_with_the_sync_mags(
         n: int, store: GraphStore, neo4j_env, start_panel, gsm8k: dict[str, Path], tmp_path: Path,  # noqa: ANN001
         record) -> None:  # noqa: ANN001
