@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/generator.py --quick            # about 1 minute
     .venv/bin/python benchmarks/generator.py --rate-window 1    # quotas enforced per second
     .venv/bin/python benchmarks/generator.py --store neo4j      # also write every turn to Neo4j
+    .venv/bin/python benchmarks/generator.py --batch-turnaround 60  # a slower Batch API
                                                                 # (MAGDI_NEO4J_URI or a throwaway server)
 
 All runs talk over HTTP to the same SIMULATED teacher panel (three recorded GSM8K models, see
@@ -13,7 +14,17 @@ same ReConcile prompts, so each debate makes the same calls in every run:
 - sequential: ReConcile's shape, one call at a time (questions, then rounds, then agents);
 - naive gather: what a careful user writes with asyncio: every debate under `asyncio.gather`, a
   semaphore on calls, no client-side limiter, retry on 429 only (waiting Retry-After);
-- ours: `services.generator.engine.Engine`, many debates in flight, per-endpoint token buckets.
+- ours: `services.generator.engine.Engine`, many debates in flight, per-endpoint token buckets;
+- batch mode: the same engine with `--mode batch`'s collector (`services.generator.batching`):
+  every round of every debate as one Batch API job per model, on the panel's `/v1/batches`.
+
+The batch figure is requests per hour and cost per 1,000 debates against the synchronous engine
+at the same quota. A Batch API has its own pool (batch lines do not count against the RPM quota)
+and its own turnaround: the panel answers a batch's lines evenly over `--batch-turnaround`
+seconds, so the batch mode's requests per hour here are set by that turnaround and the number of
+debates in flight, NOT by the client; at a real provider a round takes up to its window (24 h).
+Cost uses OpenAI's published gpt-4o-mini prices (USD per 1M tokens: 0.15 in / 0.60 out, Batch
+API 0.075 / 0.30) on the tokens the panel reported for each run's own debates.
 
 Calls are the completions the panel served each run (its counters are reset, quota windows
 included, before each run), so 429s are not counted as work; the 429s are printed beside. The
@@ -41,6 +52,8 @@ from magdi.answers import AnswerParseError
 from magdi.datasets import load_questions
 from magdi.mag import Agent, Debate, ParseStatus, Question, Response
 from magdi.panel import PanelConfig, parse_panel, resolve_keys
+from services.generator.batch_api import PollPolicy
+from services.generator.batching import BatchCalls, api_backends
 from services.generator.client import Endpoints
 from services.generator.engine import Engine
 from services.generator.protocols import ProtocolConfig, TurnRequest, build_protocol, parse_turn
@@ -61,6 +74,11 @@ class Run:
     debates: int
     calls: int
     seconds: float
+    cost_usd: float | None = None  # the run's debates at the price in `make_panel`, where recorded
+
+    @property
+    def cost_per_1k_debates(self) -> float | None:
+        return None if self.cost_usd is None else self.cost_usd / self.debates * 1000
 
     @property
     def calls_per_s(self) -> float:
@@ -75,9 +93,14 @@ class Run:
         return self.calls / self.debates
 
 
+# OpenAI's published gpt-4o-mini prices (USD per 1k tokens), synchronous and Batch API (half)
+PRICE = {"input_per_1k": 0.00015, "output_per_1k": 0.0006, "batch_input_per_1k": 0.000075,
+         "batch_output_per_1k": 0.0003}
+
+
 def make_panel(base_url: str, rpm: int) -> PanelConfig:
     return parse_panel({"name": "bench", "defaults": {"base_url": base_url, "api_key_env": None, "timeout_s": 30,
-                                                      "limits": {"rpm": rpm, "max_in_flight": 64}},
+                                                      "limits": {"rpm": rpm, "max_in_flight": 64}, "price": PRICE},
                         "agents": [{"name": f"agent{i}", "model": m} for i, m in enumerate(MODELS)]})
 
 
@@ -156,7 +179,27 @@ async def engine_run(panel: PanelConfig, protocol_cfg: ProtocolConfig, questions
     seconds = time.monotonic() - start
     await endpoints.aclose()
     assert progress.done + progress.failed == len(questions), progress
-    return Run("async engine", progress.done + progress.failed, 0, seconds)
+    return Run("async engine", progress.done + progress.failed, 0, seconds, progress.cost_usd)
+
+
+async def batch_run(panel: PanelConfig, protocol_cfg: ProtocolConfig, questions: list[Question],
+                    sink: DebateSink, job_id: str) -> Run:
+    """The engine in batch mode: every debate in flight, each round one batch per model (`--mode batch`
+    without the Neo4j batch records, which a benchmark run does not resume)."""
+    endpoints = Endpoints(panel, resolve_keys(panel))
+    protocol = build_protocol(protocol_cfg, {a.name: a.name for a in panel.agents})
+    policy = PollPolicy(initial_s=0.2, max_s=1.0, timeout_s=3600)
+    calls = BatchCalls(endpoints, job_id, api_backends(panel, endpoints, policy, job_id))
+    engine = Engine(panel, protocol, endpoints, sink, job_id=job_id, concurrency=len(questions), calls=calls,
+                    progress=calls.progress)
+    start = time.monotonic()
+    progress = await engine.run(questions)
+    seconds = time.monotonic() - start
+    await calls.aclose()
+    await endpoints.aclose()
+    assert progress.done + progress.failed == len(questions), progress
+    return Run(f"batch mode ({progress.flushes} rounds of batches)", progress.done + progress.failed, 0, seconds,
+               progress.cost_usd)
 
 
 @contextlib.contextmanager
@@ -192,7 +235,8 @@ def counted(sim: openai.OpenAI, run: Run) -> tuple[Run, int]:
     """`run` with its calls = the completions the panel served it, and its 429 count (then reset)."""
     stats = sim.get("/_sim/stats", cast_to=object)
     sim.post("/_sim/reset", cast_to=object, body={})
-    return dataclasses.replace(run, calls=stats["completions"]), stats.get("faults", {}).get("rate_limited", 0)
+    served = stats["completions"] + stats.get("batch_lines", 0)
+    return dataclasses.replace(run, calls=served), stats.get("faults", {}).get("rate_limited", 0)
 
 
 def main() -> int:
@@ -206,6 +250,8 @@ def main() -> int:
     parser.add_argument("--baseline-questions", type=int, default=12, help="debates for the sequential run")
     parser.add_argument("--concurrency", type=int, default=64, help="debates in flight (engine); calls (gather)")
     parser.add_argument("--store", choices=["memory", "neo4j"], default="memory", help="where turns are written")
+    parser.add_argument("--batch-turnaround", type=float, default=5.0,
+                        help="seconds the panel takes to answer a whole batch (batch mode)")
     parser.add_argument("--quick", action="store_true", help="fewer debates (about half the time)")
     args = parser.parse_args()
     if args.quick:
@@ -220,7 +266,7 @@ def main() -> int:
     engine_qs = questions[args.baseline_questions + args.questions :]
     sim_cfg = PanelSimConfig(solutions_path=DATA / "model_solutions.jsonl", questions_path=DATA / "test.jsonl",
                              models=list(MODELS), latency_s=args.latency, rpm_limit=args.rpm,
-                             rate_window_s=args.rate_window)
+                             rate_window_s=args.rate_window, batch_completion_s=args.batch_turnaround)
     protocol_cfg = ProtocolConfig(max_rounds=3)
     with TeacherPanelServer(sim_cfg) as server, openai.OpenAI(base_url=server.base_url, api_key="EMPTY") as sim:
         panel = make_panel(server.base_url, args.rpm)
@@ -231,19 +277,28 @@ def main() -> int:
         with open_sink(args.store, job_id) as sink:
             ours = asyncio.run(engine_run(panel, protocol_cfg, engine_qs, sink, args.concurrency, job_id))
         runs.append(counted(sim, ours))
-    base, naive, ours = (r for r, _ in runs)
+        with open_sink(args.store, f"{job_id}-batch") as sink:  # the same debates as the engine run
+            batch = asyncio.run(batch_run(panel, protocol_cfg, engine_qs, sink, f"{job_id}-batch"))
+        runs.append(counted(sim, batch))
+    base, naive, ours, batch = (r for r, _ in runs)
     bound_calls = len(MODELS) * args.rpm / 60
     window = f"{args.rate_window:g} s windows" if args.rate_window else "a sliding 60 s window"
     print(f"simulated endpoints: {len(MODELS)} models, latency {args.latency:.2f} s/call, quota {args.rpm} rpm "
           f"per model over {window}, store: {args.store}")
-    print(f"{'run':<16} {'debates':>8} {'calls':>7} {'seconds':>8} {'debates/s':>10} {'calls/s':>8} "
-          f"{'of bound':>9} {'429s':>6}")
+    print(f"{'run':<34} {'debates':>8} {'calls':>7} {'seconds':>8} {'debates/s':>10} {'calls/s':>8} "
+          f"{'of bound':>9} {'429s':>6} {'USD/1k debates':>15}")
     for r, limited in runs:
-        print(f"{r.name:<16} {r.debates:>8} {r.calls:>7} {r.seconds:>8.1f} {r.debates_per_s:>10.3f} "
-              f"{r.calls_per_s:>8.2f} {r.calls_per_s / bound_calls:>9.3f} {limited:>6}")
+        cost = "-" if r.cost_per_1k_debates is None else f"{r.cost_per_1k_debates:.4f}"
+        print(f"{r.name:<34} {r.debates:>8} {r.calls:>7} {r.seconds:>8.1f} {r.debates_per_s:>10.3f} "
+              f"{r.calls_per_s:>8.2f} {r.calls_per_s / bound_calls:>9.3f} {limited:>6} {cost:>15}")
     print(f"bound from quotas: {bound_calls:.1f} calls/s (calls = completions served, 429s not counted)")
     print(f"engine vs sequential loop: {ours.calls_per_s / base.calls_per_s:.1f}x   "
           f"engine vs naive gather: {ours.calls_per_s / naive.calls_per_s:.2f}x")
+    print(f"batch mode vs the engine at the same quota ({args.rpm} rpm per model; batches answered in "
+          f"{args.batch_turnaround:g} s each): {batch.calls_per_s * 3600:,.0f} vs {ours.calls_per_s * 3600:,.0f} "
+          f"requests/hour ({batch.calls_per_s / ours.calls_per_s:.2f}x); cost per 1,000 debates "
+          f"{batch.cost_per_1k_debates:.4f} vs {ours.cost_per_1k_debates:.4f} USD "
+          f"({batch.cost_per_1k_debates / ours.cost_per_1k_debates:.2f}x)")
     fraction = ours.calls_per_s / bound_calls
     met = ours.calls_per_s / base.calls_per_s >= 10 and fraction >= 0.9
     print(f"targets (engine >= 10x the loop, >= 0.9 of bound): {'met' if met else 'NOT met'}")

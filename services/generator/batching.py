@@ -44,7 +44,7 @@ from openai.types import Batch
 
 from magdi import ids
 from magdi.errors import UserError
-from magdi.panel import AgentConfig, Price
+from magdi.panel import AgentConfig, PanelConfig, Price
 from magdi.store.batches import BatchRecord, BatchStore
 from services.generator import batch_api
 from services.generator.batch_api import InputFile, LineResult, PollPolicy, build_input_files, chat_request
@@ -118,6 +118,16 @@ class ApiBackend:
     async def collect(self, record: BatchRecord) -> dict[str, LineResult]:
         batch = self._batches.pop(record.key)
         return (await batch_api.collect(self.client, batch, record.custom_ids)).results
+
+
+def api_backends(panel: PanelConfig, endpoints: Endpoints, policy: PollPolicy, job_id: str) -> dict[str, Backend]:
+    """Each agent's Batch API backend: one per endpoint client (agents on one endpoint share it)."""
+    by_client: dict[int, Backend] = {}
+    backends: dict[str, Backend] = {}
+    for agent in panel.agents:
+        client = endpoints.by_agent[agent.name].client
+        backends[agent.name] = by_client.setdefault(id(client), ApiBackend(client, policy, job_id))
+    return backends
 
 
 class OfflineBackend:

@@ -32,7 +32,7 @@ from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
 from magdi.store.quota import QuotaShares
 from services.generator.batch_api import PollPolicy
-from services.generator.batching import ApiBackend, Backend, BatchCalls, OfflineBackend
+from services.generator.batching import Backend, BatchCalls, OfflineBackend, api_backends
 from services.generator.budget import Budget
 from services.generator.client import Endpoints
 from services.generator.engine import Engine, Progress, Stopped
@@ -242,17 +242,13 @@ def open_batch_calls(prepared: Prepared, store: GraphStore, endpoints: Endpoints
     spec = prepared.spec
     policy = PollPolicy(initial_s=settings.batch_poll_s, max_s=settings.batch_poll_max_s,
                         timeout_s=settings.batch_timeout_s)
-    backends: dict[str, Backend] = {}
     if spec.offline:
         if batch_dir is None:
             raise UserError(f"job {spec.name} is an offline batch job: give its folder (--batch-dir)")
         offline = OfflineBackend(batch_dir, policy, spec.name, settle_s=settings.batch_settle_s)
-        backends = {a.name: offline for a in prepared.panel.agents}
+        backends: dict[str, Backend] = {a.name: offline for a in prepared.panel.agents}
     else:
-        by_client: dict[int, Backend] = {}
-        for agent in prepared.panel.agents:
-            client = endpoints.by_agent[agent.name].client
-            backends[agent.name] = by_client.setdefault(id(client), ApiBackend(client, policy, spec.id))
+        backends = api_backends(prepared.panel, endpoints, policy, spec.id)
     records = BatchStore(store)
     reopen = records.open_batches(spec.id)
     complete = store.debate_ids(DebateFilter(job_id=spec.id, status=DebateStatus.COMPLETE.value))
