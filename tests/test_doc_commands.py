@@ -129,6 +129,13 @@ NOT_RUN = {
     r"tensorboard --logdir runs/smollm2-cpu/tb)( .*)?":
         "the real student on a CPU (minutes): tests/trainer/test_trainer_real_model.py trains it and reloads "
         "the adapter, and `make demo` runs this recipe with its eval",
+    r"magdi generate --panel configs/panels/(openai|vllm)\.yaml .* --mode batch( .*)?|magdi jobs status gsm8k-bulk":
+        "batch mode against a real provider or with offline files (OpenAI key, GPU nodes): the same commands run "
+        "against the simulated panel's Batch API in tests/reliability/test_batch_mode.py (SIGKILL + --resume, "
+        "partial failures) and tests/generator/test_batch_mode_faults.py (`magdi jobs status` with the batch ids)",
+    r"cd /shared/magdi-batches && while true; do .*vllm run-batch .*":
+        "needs vLLM on a GPU: tests/generator/test_batch_offline.py runs each input file the way `vllm run-batch` "
+        "does (its output line shape) against the simulated panel, with a SIGKILL and --resume in between",
     r"\.venv/bin/python (benchmarks/\w+\.py|-m benchmarks\.\w+)( .*)?":
         "a benchmark (minutes of CPU; figures in docs/benchmarks.md): test_benchmark_commands_parse runs "
         "each with --help",

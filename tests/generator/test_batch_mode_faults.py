@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from generator_helpers import (
     MAGDI,
     job_mags,
@@ -29,6 +30,7 @@ from generator_helpers import (
 from magdi.mag import ParseStatus
 from magdi.store.batches import BatchStore
 from magdi.store.graph_store import DebateFilter, GraphStore
+from magdi.store.jobs import JobStore
 
 BATCH_ENV = {"MAGDI_GENERATOR_BATCH_POLL_S": "0.2", "MAGDI_GENERATOR_BATCH_POLL_MAX_S": "0.4"}
 
@@ -48,7 +50,9 @@ def test_rounds_split_at_the_batch_limit_and_a_cancelled_batch_end_with_the_sync
         store: GraphStore, neo4j_env, start_panel, gsm8k: dict[str, Path], tmp_path: Path) -> None:  # noqa: ANN001
     n, limit = 5, 2  # 5 turns per model and round: batches of 2, 2 and 1
     panel = start_panel(batch_completion_s=3.0, batch_max_requests=limit)
-    panel_file = write_panel(tmp_path / "panel.yaml", panel.base_url, batch_limits={"max_requests": limit})
+    half = {"batch_input_per_1k": 0.0005, "batch_output_per_1k": 0.001}  # the Batch API at half price
+    panel_file = write_panel(tmp_path / "panel.yaml", panel.base_url, batch_limits={"max_requests": limit},
+                             price=half)
     env = neo4j_subprocess_env(**BATCH_ENV)
     run_ok(generate(panel_file, gsm8k, "sync-split", n, 500), tmp_path / "sync.log", env)
     panel.reset()
@@ -70,6 +74,11 @@ def test_rounds_split_at_the_batch_limit_and_a_cancelled_batch_end_with_the_sync
     assert max(lines.values()) == 1  # no line sent twice; a cancelled line goes again as its next attempt
     assert any(not cid.endswith(".1") for cid in lines), "the cancelled batch's unanswered lines went out again"
     assert job_mags(store, "job-split") == job_mags(store, "job-sync-split")
+    jobs = JobStore(store)
+    sync, batch = jobs.get("job-sync-split"), jobs.get("job-split")
+    assert sync is not None and batch is not None and sync.cost_usd > 0
+    assert (batch.tokens_in, batch.tokens_out) == (sync.tokens_in, sync.tokens_out)
+    assert batch.cost_usd == pytest.approx(sync.cost_usd / 2)  # every turn at the endpoint's batch price
 
 
 def test_lines_of_batches_that_keep_expiring_are_stored_absent_after_the_retry_limit(
