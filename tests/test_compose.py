@@ -255,7 +255,7 @@ def test_a_panel_points_at_the_compose_teachers():
     from urllib.parse import urlsplit
 
     from magdi.panel import load_panel
-    from services.generator.teachers.replay import RECORDED_MODELS
+    from services.teachers.replay import RECORDED_MODELS
 
     panel = load_panel(REPO / "configs" / "panels" / "compose-simulated.yaml")
     teachers = as_argv(SERVICES["teachers"]["command"])

@@ -153,8 +153,8 @@ def run_worker(*, once: bool, concurrency: int | None) -> None:
 
 def run_teachers(*, solutions: Path, questions: Path, host: str, port: int, aliases: list[str],
                  **knobs: Any) -> None:
-    from services.generator.teachers.config import PanelSimConfig
-    from services.generator.teachers.server import serve
+    from services.teachers.config import PanelSimConfig
+    from services.teachers.server import serve
 
     alias_map = {}
     for item in aliases:

@@ -2,13 +2,13 @@
 
 The simulation's RPM/TPM limits use a fixed 60 s sliding window, so a 429's Retry-After can be
 a minute. Tests set `--window 3` to meet the same 429 + Retry-After answers in seconds; every
-other flag goes to `python -m services.generator.teachers` unchanged.
+other flag goes to `python -m services.teachers` unchanged.
 """
 
 import sys
 
-from services.generator.teachers import __main__ as teachers_main
-from services.generator.teachers import faults
+from services.teachers import __main__ as teachers_main
+from services.teachers import faults
 
 if __name__ == "__main__":
     args = sys.argv[1:]

@@ -1,4 +1,4 @@
-"""``python -m services.generator.teachers``: serve the SIMULATED teacher panel.
+"""``python -m services.teachers``: serve the SIMULATED teacher panel.
 
 Settings come from ``--config`` (a PanelSimConfig JSON file) and/or flags; flags win. This is
 also what `TeacherPanelServer` runs in a subprocess.
@@ -15,7 +15,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from services.generator.teachers.config import PanelSimConfig
+from services.teachers.config import PanelSimConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def numeric_knobs() -> dict[str, type]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m services.generator.teachers",
+        prog="python -m services.teachers",
         description="Serve a SIMULATED OpenAI-compatible teacher panel that replays recorded GSM8K solutions.",
     )
     parser.add_argument("--config", type=Path, help="PanelSimConfig JSON file; flags override its values")
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = build_config(args)
     except ValidationError as exc:
         raise SystemExit(f"invalid panel settings:\n{exc}") from None
-    from services.generator.teachers.server import serve  # imported late: uvicorn/fastapi are heavy
+    from services.teachers.server import serve  # imported late: uvicorn/fastapi are heavy
 
     serve(config, args.host, args.port, log_level=args.log_level, access_log=args.access_log)
     return 0

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.generator.teachers.replay import RECORDED_MODELS
+from services.teachers.replay import RECORDED_MODELS
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 

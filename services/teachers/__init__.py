@@ -18,7 +18,7 @@ are marked ``x-magdi-simulated: true`` and ``system_fingerprint: "magdi-simulate
 - `runner`: `TeacherPanelServer`, the subprocess context manager used by tests.
 """
 
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.replay import RECORDED_MODELS
+from services.teachers.config import PanelSimConfig
+from services.teachers.replay import RECORDED_MODELS
 
 __all__ = ["RECORDED_MODELS", "PanelSimConfig"]
