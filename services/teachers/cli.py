@@ -9,6 +9,10 @@ field's ``json_schema_extra["flag"]``), its type and its description come from t
 to the config is on the command line with nothing else to edit. Options override ``--config`` (a
 PanelSimConfig JSON file, which `TeacherPanelServer` writes); the merged settings are validated by the
 model. Only the server's own options (config file, host, port, logging) are written out here.
+
+Bad options or settings are usage errors (click's message, exit 2, no traceback). This imports only
+the core's `magdi.errors`, not the `magdi` CLI, whose package registers every service's commands: the
+panel's image holds the core and this package alone.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import typer
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
-from magdi.cli.common import console, user_errors
 from magdi.errors import UserError
 from services.teachers.config import PanelSimConfig
 
@@ -105,7 +109,14 @@ def _pairs(option: str, items: Sequence[str]) -> list[tuple[str, str]]:
 
 def build_config(config_file: Path | None, given: dict[str, Any]) -> PanelSimConfig:
     """The settings: the JSON file (if any), then every option that was given on top of it."""
-    data: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8")) if config_file else {}
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            data = json.loads(config_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--config {config_file}: not a JSON object ({exc})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"--config {config_file}: not a JSON object")
     for name, field in PanelSimConfig.model_fields.items():
         value, kind, option = given.get(name), _value_type(field), flag(name, field)
         if value is None or value == []:
@@ -129,20 +140,24 @@ def build_config(config_file: Path | None, given: dict[str, Any]) -> PanelSimCon
     return PanelSimConfig.model_validate(data)
 
 
-def serve(**options: Any) -> None:
+def serve(ctx: typer.Context, **options: Any) -> None:
     """Serve the SIMULATED OpenAI-compatible teacher panel (replayed GSM8K outputs, fault injection)."""
     server = {param.name: options.pop(param.name) for param in SERVER_OPTIONS}
-    with user_errors():
+    try:
         config = build_config(server["config"], options)
+    except (UserError, ValidationError) as exc:
+        ctx.fail(str(exc))  # a usage error: the message, exit 2
     logging.basicConfig(level=server["log_level"].upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    console.print("[bold yellow]SIMULATED[/] teacher panel: replayed outputs, not a language model", markup=True)
+    typer.secho("SIMULATED teacher panel: replayed outputs, not a language model", fg="yellow", bold=True)
     from services.teachers.server import serve as run  # imported late: uvicorn/fastapi are heavy
 
     run(config, server["host"], server["port"], log_level=server["log_level"], access_log=server["access_log"])
 
 
-serve.__signature__ = inspect.Signature([*SERVER_OPTIONS, *config_options()])  # type: ignore[attr-defined]
+serve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+     *SERVER_OPTIONS, *config_options()])
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 app.command()(serve)

@@ -77,6 +77,7 @@ def test_bad_values_exit_2_with_the_models_message_and_no_traceback():
     result = CliRunner().invoke(magdi_app, ["teachers", "serve", "--solutions", str(SOLUTIONS), "--questions",
                                             str(QUESTIONS), "--error-rate", "2"])
     assert result.exit_code == 2 and "error_rate" in result.output and "less than or equal to 1" in result.output
+    assert "Usage: magdi teachers serve" in result.output
     assert "Traceback" not in result.output
 
 
