@@ -121,7 +121,7 @@ def build_config(config_file: Path | None, given: dict[str, Any]) -> PanelSimCon
         value, kind, option = given.get(name), _value_type(field), flag(name, field)
         if value is None or value == []:
             continue
-        if typing.get_origin(kind) is dict and _is_nested_dict(kind):  # per_model: NAME.KNOB=VALUE
+        if _is_nested_dict(kind):  # per_model: NAME.KNOB=VALUE
             merged = {key: dict(knobs) for key, knobs in data.get(name, {}).items()}
             for key, knob_value in _pairs(option, value):
                 target, dot, knob = key.rpartition(".")  # the knob is last: served names may hold dots
