@@ -14,13 +14,13 @@ image built without the trainer extra still has a working `magdi generate`.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
 from magdi.cli import data, db, jobs, models, teachers
+from magdi.cli.parts import Part
 
 # Plain click help (rich_markup_mode=None, inherited by every sub-command): Typer's rich panels print a
 # `<bool>` type after every flag and wrap long lines into boxes that cannot be copied.
@@ -33,11 +33,17 @@ app.add_typer(teachers.app, name="teachers")
 data.register(app)
 
 # The services' and the trainer's commands. Each module imports only typer at top and its extra's
-# packages (openai, fastapi, torch...) inside the command, so every image registers every command and
-# an image without an extra fails when such a command runs, naming the missing package. An import
-# error here is a bug and is not swallowed: a command never silently vanishes from `magdi --help`.
-for _module in ("services.generator.cli", "services.api.cli", "trainer.cli"):
-    importlib.import_module(_module).register(app)
+# packages (openai, fastapi, torch...) inside the command. An image holds only its own part (the API
+# image has no `services/generator`): a part whose package is absent gets placeholder commands that
+# say so, never a silently missing command. An import error inside a part that IS present is a bug
+# and is not swallowed.
+PARTS = (
+    Part("services.generator.cli", "generator", ("generate", "worker")),
+    Part("services.api.cli", "api", ("serve",)),
+    Part("trainer.cli", "trainer", ("train", "eval")),
+)
+for _part in PARTS:
+    _part.register(app)
 
 
 def _print_version(requested: bool) -> None:

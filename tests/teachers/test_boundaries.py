@@ -4,15 +4,11 @@ core, and only its own image carries it (a production generator ships no simulat
 from __future__ import annotations
 
 import ast
-import os
 import re
-import shutil
-import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
+from image_sources import copied, rebuild, run_python
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = {"magdi", "services", "trainer"}
@@ -48,12 +44,6 @@ def test_the_panel_imports_the_core_and_itself_only():
     assert not {file: mods for file, mods in offenders.items() if mods}
 
 
-def copied(dockerfile: Path) -> list[str]:
-    text = re.sub(r"\\\n", " ", dockerfile.read_text())
-    return [src for line in re.findall(r"^COPY\s+(.+)$", text, re.M) for src in line.split()[:-1]
-            if not src.startswith("--")]
-
-
 @pytest.mark.parametrize("image", ["services/generator/Dockerfile", "services/api/Dockerfile", "trainer/Dockerfile"])
 def test_no_other_image_copies_the_panel(image):
     sources = copied(REPO / image)
@@ -68,20 +58,11 @@ def test_the_panels_image_copies_the_core_and_the_panel_only():
 
 def test_what_the_panels_image_copies_is_enough_to_run_it(tmp_path: Path):
     """Its COPY sources alone (no generator, API or trainer code; no editable install) build the app."""
-    for src in copied(REPO / "services" / "teachers" / "Dockerfile"):
-        (tmp_path / src).parent.mkdir(parents=True, exist_ok=True)
-        if (REPO / src).is_dir():
-            shutil.copytree(REPO / src, tmp_path / src, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(REPO / src, tmp_path / src)
-    # -S: no .pth files, so the editable install cannot reach the repository; packages from site-packages
-    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), sysconfig.get_paths()["purelib"]]), "PATH": os.environ["PATH"]}
+    root = rebuild(REPO / "services" / "teachers" / "Dockerfile", tmp_path)
     script = ("from services.teachers.cli import main; from services.teachers.server import create_app; "
               "import sys; assert 'services.generator' not in sys.modules; main(['--help'])")
-    result = subprocess.run([sys.executable, "-S", "-c", script], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = run_python(root, script)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--solutions" in result.stdout and "--per-model" in result.stdout
-    denied = subprocess.run([sys.executable, "-S", "-c", "import services.generator"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
+    denied = run_python(root, "import services.generator")
     assert denied.returncode != 0  # the check above really ran without the rest of the repository
