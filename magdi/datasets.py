@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from magdi.answers import last_boxed, normalize_answer, task_for_dataset
+from magdi.errors import UserError
 from magdi.formats import FormatError, loads_record, loads_records
 from magdi.mag import Question, TaskType
 
@@ -30,7 +31,7 @@ _TASK_OF_FORMAT = {"gsm8k": TaskType.NUMBER, "strategyqa": TaskType.YES_NO, "ecq
                    "aqua": TaskType.CHOICE, "arc": TaskType.CHOICE, "math": TaskType.MATH}
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A data file that cannot be loaded; the message names the file, the record and the field."""
 
 

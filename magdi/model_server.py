@@ -28,12 +28,13 @@ from types import TracebackType
 import httpx
 
 from magdi import models
+from magdi.errors import UserError
 from magdi.procs import free_port, stop_process
 
 log = logging.getLogger(__name__)
 
 
-class ModelServerError(RuntimeError):
+class ModelServerError(UserError, RuntimeError):
     """The server did not start (the message carries the tail of its log)."""
 
 

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from magdi.errors import UserError
 from magdi.store.neo4j_install import default_cache_dir, file_lock
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "magdi-model.json"
 
 
-class ModelPullError(RuntimeError):
+class ModelPullError(UserError, RuntimeError):
     """A packaged model could not be fetched or converted; the message says what to fix."""
 
 

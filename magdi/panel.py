@@ -39,6 +39,8 @@ from pydantic import (
     model_validator,
 )
 
+from magdi.errors import UserError
+
 if TYPE_CHECKING:
     from magdi.mag import Agent
 
@@ -48,7 +50,7 @@ LOCAL_HOSTS = frozenset({"localhost", "host.docker.internal"})
 PLACEHOLDER_KEY = "EMPTY"  # what vLLM/Ollama accept when they run without a key
 
 
-class PanelError(ValueError):
+class PanelError(UserError):
     """The panel file is unusable; the message names the file, the agent and the field."""
 
 

@@ -37,6 +37,7 @@ import yaml
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from magdi.errors import UserError
 from magdi.mag import repeated
 from magdi.panel import NAME_PATTERN, OPERATOR_FIELDS, AgentConfig, EndpointSettings, PanelConfig
 
@@ -59,7 +60,7 @@ class Who(StrEnum):
     OPERATOR = "operator"  # `magdi generate`: inline endpoints allowed, declared ones resolved
 
 
-class PolicyError(ValueError):
+class PolicyError(UserError):
     """A panel or job the policy refuses; `problems` are (location, message) pairs for a 422."""
 
     def __init__(self, problems: list[tuple[Location, str]]) -> None:
@@ -68,11 +69,11 @@ class PolicyError(ValueError):
             f"  {'.'.join(str(p) for p in loc)}: {msg}" for loc, msg in problems))
 
 
-class DataPathError(ValueError):
+class DataPathError(UserError):
     """A data path that may not be read; the message is the same whatever the reason (the log has it)."""
 
 
-class EgressError(ValueError):
+class EgressError(UserError):
     """An endpoint's host resolves to an address the operator has not allowed."""
 
 

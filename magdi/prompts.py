@@ -20,6 +20,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from magdi.errors import UserError
 from magdi.mag import Question
 
 PromptKind = Literal["chat_template", "reference"]
@@ -68,9 +69,9 @@ def resolve_kind(requested: str, tokenizer: Any) -> PromptKind:
     if requested == "auto":
         return CHAT_TEMPLATE if has_chat_template(tokenizer) else REFERENCE
     if requested not in KINDS:
-        raise ValueError(f"prompt format must be auto, {' or '.join(KINDS)}; got {requested!r}")
+        raise UserError(f"prompt format must be auto, {' or '.join(KINDS)}; got {requested!r}")
     if requested == CHAT_TEMPLATE and not has_chat_template(tokenizer):
-        raise ValueError("prompt format chat_template: the student's tokenizer has no chat template "
+        raise UserError("prompt format chat_template: the student's tokenizer has no chat template "
                          "(use reference)")
     return requested  # type: ignore[return-value]
 
@@ -84,9 +85,9 @@ class PromptFormat:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"unknown prompt format {self.kind!r}; known: {', '.join(KINDS)}")
+            raise UserError(f"unknown prompt format {self.kind!r}; known: {', '.join(KINDS)}")
         if self.kind == CHAT_TEMPLATE and not has_chat_template(self.tokenizer):
-            raise ValueError("prompt format chat_template needs a tokenizer with a chat template")
+            raise UserError("prompt format chat_template needs a tokenizer with a chat template")
 
     @property
     def text_has_special_tokens(self) -> bool:

@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from magdi.errors import UserError
+
 
 def default_home() -> Path:
     return Path.home() / ".local" / "share" / "magdi"
@@ -58,7 +60,7 @@ class Neo4jSettings(BaseSettings):
         return creds["uri"], creds.get("user", "neo4j"), creds.get("password")
 
 
-class Neo4jNotConfigured(RuntimeError):
+class Neo4jNotConfigured(UserError, RuntimeError):
     pass
 
 

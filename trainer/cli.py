@@ -19,32 +19,18 @@ import typer
 log = logging.getLogger(__name__)
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(2)
-
-
 def train_command(
     config: Path = typer.Option(..., "--config", "-c", help="YAML recipe, e.g. configs/trainer/tiny-cpu.yaml"),
     set_: list[str] = typer.Option([], "--set", help="override a key: --set optim.lr=1e-4 (repeatable)"),
 ) -> None:
     """Distil MAGs into a student (LoRA + GCN + ranking); resumes from the latest checkpoint."""
-    from trainer.config import ConfigError, load_config
-    from trainer.sources import DataError
-
-    try:
-        cfg = load_config(config, set_)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
-    from magdi.models import ModelPullError
-    from magdi.settings import Neo4jNotConfigured
-    from magdi.store.connection import Neo4jUnavailable
+    from magdi.cli.common import user_errors
+    from trainer.config import load_config
     from trainer.train import train
 
-    try:
+    with user_errors():
+        cfg = load_config(config, set_)
         result = train(cfg)
-    except (DataError, ConfigError, ModelPullError, Neo4jNotConfigured, Neo4jUnavailable, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
     typer.secho(f"{result.action}: {result.output_dir}", err=True, fg=typer.colors.CYAN)
     # the summary exactly as train_summary.json holds it, plus where things are
     typer.echo(json.dumps({"output_dir": str(result.output_dir), "adapter": str(result.artifact_dir),
@@ -72,16 +58,17 @@ def eval_command(
                                     "held-out MAGs' teacher answers (NLL per token, preference accuracy)"),
 ) -> None:
     """Generate with the student on a held-out split or a benchmark file; write eval.json (+ Neo4j)."""
+    from magdi.cli.common import USER_ERRORS, fail
+
     if data is not None and split is not None:
-        raise _fail("give either --data FILE --format F or --split, not both")
+        raise fail("give either --data FILE --format F or --split, not both")
     if data is not None and fmt is None:
-        raise _fail("--data needs --format (or --format auto)")
+        raise fail("--data needs --format (or --format auto)")
     if data is None and split not in (None, "val", "test"):
-        raise _fail(f"--split must be val or test, got {split!r} (train questions are not held out)")
+        raise fail(f"--split must be val or test, got {split!r} (train questions are not held out)")
     from magdi.settings import Neo4jNotConfigured
     from magdi.store.connection import Neo4jUnavailable
     from trainer.checkpoint import read_artifact_config
-    from trainer.config import ConfigError
     from trainer.evaluate import (
         DecodeOptions,
         evaluate,
@@ -124,8 +111,8 @@ def eval_command(
                 report = evaluate(adapter, items, driver=store.driver, database=store.database, **kwargs)
         else:
             report = evaluate(adapter, items, **kwargs)
-    except (ValueError, DataError, ConfigError, Neo4jNotConfigured, Neo4jUnavailable, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+    except USER_ERRORS as exc:
+        raise fail(str(exc)) from None
     for warning in report.warnings:
         typer.secho(f"warning: {warning}", err=True, fg=typer.colors.YELLOW)
     summary = {"id": report.id, "n": report.n, "accuracy": report.accuracy, "accuracy_ci95": report.accuracy_ci95,

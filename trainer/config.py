@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import yaml
 
+from magdi.errors import UserError
+
 ENV_PREFIX = "MAGDI_TRAIN_"
 
 Objective = Literal["sft-single", "sft-multi", "magdi"]
@@ -31,7 +33,7 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PromptFormatName = Literal["auto", "chat_template", "reference"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A configuration that cannot be used; the message names the key."""
 
 

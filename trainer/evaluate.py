@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from magdi.answers import extract_answer, is_equivalent, majority_vote
+from magdi.errors import UserError
 from magdi.mag import Debate, Question
 from magdi.prompts import REFERENCE
 from trainer.config import TrainConfig
@@ -61,11 +62,11 @@ class DecodeOptions:
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise ValueError(f"k: must be >= 1, got {self.k}")
+            raise UserError(f"k: must be >= 1, got {self.k}")
         if self.greedy and self.k > 1:
-            raise ValueError("k: self-consistency needs sampling (--sample); greedy samples would all agree")
+            raise UserError("k: self-consistency needs sampling (--sample); greedy samples would all agree")
         if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be >= 1")
+            raise UserError("max_new_tokens and batch_size must be >= 1")
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 from torch_geometric.data import Data
 
 from magdi.answers import remove_agreement
+from magdi.errors import UserError
 from magdi.mag import Debate, Question, Response
 from magdi.prompts import REFERENCE, PromptFormat, answer_text
 
@@ -305,7 +306,7 @@ def scan_debates(debates: Iterable[Debate], spec: GraphSpec, *, collect_texts: b
         if strongest is None and accuracy:
             strongest = min(accuracy, key=lambda a: (-accuracy[a], a))
         if strongest is not None and strongest not in accuracy:
-            raise ValueError(f"data.strongest_agent: {strongest!r} is not an agent of the training MAGs "
+            raise UserError(f"data.strongest_agent: {strongest!r} is not an agent of the training MAGs "
                              f"(agents: {', '.join(accuracy) or 'none'})")
         kept = [row for row in per_debate if strongest in row[0]]
         stats.skipped_no_target += len(per_debate) - len(kept)

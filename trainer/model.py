@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch_geometric.nn import GCNConv
 
+from magdi.errors import UserError
 from trainer.config import ConfigError, TrainConfig
 from trainer.losses import (
     next_token_targets,
@@ -285,7 +286,7 @@ def load_tokenizer(name: str):
 
     tokenizer = AutoTokenizer.from_pretrained(name)
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"model.tokenizer: {name} has no EOS token")
+        raise UserError(f"model.tokenizer: {name} has no EOS token")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

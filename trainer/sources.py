@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from magdi.errors import UserError
 from magdi.mag import Debate
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Training data that cannot be used (empty source, unreadable file); the message says which."""
 
 

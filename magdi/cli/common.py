@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
-from magdi.formats import FormatError
-from magdi.settings import Neo4jNotConfigured
-from magdi.store.connection import Neo4jUnavailable
+from magdi.errors import UserError
 from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.job_names import UnknownJob, resolve_job_id
 from magdi.store.open import open_store
@@ -18,8 +17,10 @@ from magdi.store.open import open_store
 console = Console()
 err_console = Console(stderr=True)
 
-# Errors that are the user's to fix: print the message, no traceback, exit 2.
-USER_ERRORS: tuple[type[Exception], ...] = (FormatError, Neo4jNotConfigured, Neo4jUnavailable, ValueError, FileNotFoundError)
+# Errors that are the user's to fix: print the message, no traceback, exit 2. Anything else is a bug
+# and keeps its traceback, so that a bug never reads like bad input. A pydantic ValidationError here
+# comes from validating the user's file or options (configs, panels, specs).
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, ValidationError, FileNotFoundError)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from magdi.errors import UserError
+
 MAX_DEPTH = 64  # nesting levels of one record; a MAG with prompts and outputs needs about 6
 
 
-class FormatError(ValueError):
+class FormatError(UserError):
     """A malformed input file; the message names the file, the record and the field."""
 
 

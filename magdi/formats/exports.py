@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from magdi.errors import UserError
 from magdi.formats import dpo, magdi_ref, sft
 from magdi.mag import Debate
 
@@ -35,4 +36,4 @@ def exporter(name: str) -> Exporter:
     try:
         return EXPORTERS[name]
     except KeyError:
-        raise ValueError(f"unknown export format {name!r}; known: {', '.join(sorted(EXPORTERS))}") from None
+        raise UserError(f"unknown export format {name!r}; known: {', '.join(sorted(EXPORTERS))}") from None

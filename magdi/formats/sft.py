@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from magdi.answers import remove_agreement
+from magdi.errors import UserError
 from magdi.mag import Debate, ParseStatus, Response
 from magdi.prompts import ANSWER_JOINER, CHAT_TEMPLATE, REFERENCE, PromptFormat, answer_text, user_messages
 
@@ -35,7 +36,7 @@ def assistant_text(response: Response) -> str:
 
 def check_prompt_format(prompt_format: str) -> str:
     if prompt_format not in (CHAT_TEMPLATE, REFERENCE):
-        raise ValueError(f"prompt format must be {CHAT_TEMPLATE} or {REFERENCE}, got {prompt_format!r}")
+        raise UserError(f"prompt format must be {CHAT_TEMPLATE} or {REFERENCE}, got {prompt_format!r}")
     return prompt_format
 
 

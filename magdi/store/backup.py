@@ -31,6 +31,7 @@ from typing import Any
 import neo4j
 import neo4j.time
 
+from magdi.errors import UserError
 from magdi.store import schema
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ _TMP_KEY = "_magdi_restore_key"
 _SKIP = "NOT n:SchemaVersion"
 
 
-class BackupError(ValueError):
+class BackupError(UserError):
     """A backup file that cannot be restored, or a target that is not empty."""
 
 

@@ -7,12 +7,13 @@ import logging
 import neo4j
 from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable
 
+from magdi.errors import UserError
 from magdi.settings import Neo4jSettings
 
 log = logging.getLogger(__name__)
 
 
-class Neo4jUnavailable(RuntimeError):
+class Neo4jUnavailable(UserError, RuntimeError):
     """Neo4j cannot be reached; the message says how to start or configure it."""
 
 

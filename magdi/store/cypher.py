@@ -33,6 +33,7 @@ from typing import Any
 import neo4j
 from neo4j.exceptions import ClientError, Neo4jError, TransientError
 
+from magdi.errors import UserError
 from magdi.store.connection import is_transaction_timeout
 
 # Procedures that only read metadata of the graph; anything else in a plan is refused.
@@ -73,7 +74,7 @@ MAX_PARAMETER_DEPTH = 32
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-class CypherRejected(ValueError):
+class CypherRejected(UserError):
     """The query is not allowed (write, LOAD CSV, procedure, admin) or failed; message says why."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import neo4j
 
 from magdi import ids
+from magdi.errors import UserError
 from magdi.mag import Debate, Question
 from magdi.store import records, schema
 
@@ -105,7 +106,11 @@ RETURN d {.*} AS d,
 """
 
 
-class WriteConflict(ValueError):
+class InvalidCursor(UserError):
+    """A page cursor that this store did not hand out (or for another listing)."""
+
+
+class WriteConflict(UserError):
     """A write would change what a stored node means (a question's text or gold, a debate's
     question); nothing of that transaction was written."""
 
@@ -208,10 +213,10 @@ def decode_cursor(cursor: str, parts: int = 1) -> tuple[str, ...]:
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor.encode()))["after"]
     except Exception as exc:  # binascii, json, key and type errors all mean "not ours"
-        raise ValueError(f"invalid cursor {cursor[:40]!r}") from exc
+        raise InvalidCursor(f"invalid cursor {cursor[:40]!r}") from exc
     key = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, list) else ()
     if len(key) != parts or not all(isinstance(k, str) for k in key):
-        raise ValueError(f"invalid cursor {cursor[:40]!r}")
+        raise InvalidCursor(f"invalid cursor {cursor[:40]!r}")
     return key
 
 
@@ -272,7 +277,7 @@ class GraphStore:
         for i, d in enumerate(batch):
             j = first.setdefault(d.id, i)
             if j != i:
-                raise ValueError(f"MAGs {j} and {i} of this batch are the same debate {d.id} (job {d.job_id!r}, "
+                raise UserError(f"MAGs {j} and {i} of this batch are the same debate {d.id} (job {d.job_id!r}, "
                                  f"dataset {d.question.dataset!r}, question {d.question.qid!r}); writing both "
                                  f"would merge them")
         self._write([(d, None) for d in batch], replace=replace)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from magdi.errors import UserError
 from magdi.store.graph_store import GraphStore
 
 ID_PREFIX = "job-"
@@ -32,7 +33,7 @@ RETURN id ORDER BY id
 """
 
 
-class UnknownJob(ValueError):
+class UnknownJob(UserError):
     """No job has that name or id; the message lists the jobs there are."""
 
     def __init__(self, ref: str, known: list[str]):

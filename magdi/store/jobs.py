@@ -17,15 +17,16 @@ from typing import Any
 import neo4j
 from pydantic import ValidationError
 
+from magdi.errors import UserError
 from magdi.mag import Job, JobSpec, JobStatus
 from magdi.store.graph_store import GraphStore, decode_cursor, encode_cursor
 
 
-class JobConflict(ValueError):
+class JobConflict(UserError):
     """A job of that name exists with a different configuration."""
 
 
-class InvalidJobSpec(ValueError):
+class InvalidJobSpec(UserError):
     """A stored job whose spec the current schema refuses (written by something other than magdi)."""
 
     def __init__(self, job_id: str, reason: str) -> None:

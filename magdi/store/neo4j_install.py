@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from magdi.errors import UserError
+
 log = logging.getLogger(__name__)
 
 NEO4J_VERSION = "5.26.30"  # same LTS line as the docker image neo4j:5.26-community
@@ -39,7 +41,7 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0
 """
 
 
-class Neo4jInstallError(RuntimeError):
+class Neo4jInstallError(UserError, RuntimeError):
     """The Neo4j jars or a Java runtime could not be obtained; the message says what to fix."""
 
 

@@ -29,6 +29,7 @@ from types import TracebackType
 import neo4j
 from neo4j.exceptions import AuthError, DriverError, Neo4jError
 
+from magdi.errors import UserError
 from magdi.procs import free_port
 from magdi.store.neo4j_install import (
     NEO4J_VERSION,
@@ -49,7 +50,7 @@ _ADMIN_TOOL = "org.neo4j.cli.AdminTool"
 _USER = "neo4j"
 
 
-class Neo4jStartError(RuntimeError):
+class Neo4jStartError(UserError, RuntimeError):
     """The server did not come up; the message carries the tail of its log."""
 
 
@@ -68,7 +69,7 @@ class ServerInfo:
 def _mib(size: str) -> int:
     m = re.fullmatch(r"(\d+)([kmgt]?)", size.strip().lower())
     if not m:
-        raise ValueError(f"bad memory size {size!r} (use e.g. 512m or 1g)")
+        raise UserError(f"bad memory size {size!r} (use e.g. 512m or 1g)")
     return int(m.group(1)) * {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024, "": 1 / 2**20}[m.group(2)]
 
 

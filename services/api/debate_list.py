@@ -36,7 +36,7 @@ def list_query(flt: DebateFilter, after: str | None, *, window: int, needle: str
 
 def list_page(store: GraphStore, flt: DebateFilter, *, limit: int, cursor: str | None, search: str | None,
               search_window: int) -> DebatesPage:
-    """A page of `limit` summaries after `cursor`; ValueError for a cursor we did not issue."""
+    """A page of `limit` summaries after `cursor`; InvalidCursor for a cursor we did not issue."""
     after = decode_cursor(cursor)[0] if cursor else None
     needle = search.strip().lower() if search and search.strip() else None
     window = search_window if needle else limit + 1

@@ -3,14 +3,13 @@
 The metrics live in a registry created by each app (not prometheus-client's global default), so
 two apps in one process (tests, or the benchmark) never collide or share counts. Logs never carry
 a credential: the access log records the route template and path, never headers or the query
-string, and a filter blanks anything shaped like a bearer token in any message.
+string, and `magdi.redact` blanks anything shaped like a bearer token or a URL credential in any message.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -18,24 +17,12 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from magdi.redact import RedactSecrets
+
 request_id_var: ContextVar[str | None] = ContextVar("magdi_api_request_id", default=None)
 
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
-# A credential in a URL (the API refuses them with 400, but the refused URL may still be logged).
-_QUERY_CREDENTIAL = re.compile(r"(?i)([?&](?:token|access_token|api[-_]?key|apikey|key|password|secret)=)[^&\s\"']+")
 # LogRecord attributes that are not user-supplied `extra` fields.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-
-
-class RedactFilter(logging.Filter):
-    """Blank bearer tokens and URL credentials in messages, wherever they come from (ours, uvicorn's...)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _QUERY_CREDENTIAL.sub(r"\1[redacted]", _BEARER.sub(r"\1[redacted]", message))
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -66,7 +53,7 @@ def configure_logging(level: str = "INFO") -> None:
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    handler.addFilter(RedactFilter())
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from services.generator import redact
+from magdi import redact
 from services.generator.settings import get_settings
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import httpx
 import openai
 
+from magdi.errors import UserError
 from magdi.panel import AgentConfig, PanelConfig
+from magdi.redact import RedactSecrets
 from magdi.store.quota import endpoint_id
 from services.generator.limits import (
     CircuitBreaker,
@@ -26,7 +28,6 @@ from services.generator.limits import (
     retry_delay,
     should_retry,
 )
-from services.generator.redact import RedactSecrets
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +219,7 @@ class Endpoints:
             await client.close()
 
 
-class PreflightError(ValueError):
+class PreflightError(UserError):
     """An endpoint is unreachable, refuses the key, or does not serve a model the panel names."""
 
     def __init__(self, message: str, endpoints: list[str]) -> None:

@@ -19,13 +19,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as Bar
 from rich.table import Table
 
+from magdi import redact
 from magdi.cli.common import console, fail, store_or_exit, user_errors
 from magdi.datasets import default_format, load_questions
 from magdi.mag import JobStatus
 from magdi.panel import load_panel
 from magdi.protocol import ProtocolConfig
 from magdi.store.jobs import JobStore
-from services.generator import redact
 from services.generator.client import preflight
 from services.generator.engine import Progress
 from services.generator.jobrun import JobResult, describe, new_worker_id, owner_is_dead, run_job

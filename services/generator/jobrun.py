@@ -19,14 +19,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from magdi import redact
 from magdi.mag import JobSpec, JobStatus
 from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
 from magdi.store.quota import QuotaShares
-from services.generator import redact
 from services.generator.budget import Budget
 from services.generator.client import Endpoints
 from services.generator.engine import Engine, Progress, Stopped
@@ -74,6 +75,9 @@ class LeaseKeeper:
     is down, so writes are held (`wait_valid`) and renewal is retried for up to `store_outage_s`. The
     first renewal that gets through decides: still ours (the renew query matches this worker as
     owner) and writing resumes, or taken/cancelled and the run stops without another write.
+
+    Renewals run on a thread of their own: in the default executor they would queue behind store
+    writes that are blocked in an outage, so the lease would expire unrenewed and unnoticed.
     """
 
     def __init__(self, jobs: JobStore, job_id: str, worker: str, settings: GeneratorSettings,
@@ -85,6 +89,7 @@ class LeaseKeeper:
         self.valid_until = claimed_at + self.lease_s - self.margin_s  # measured from when the claim was sent
         self.lost = False
         self._on_lost = on_lost
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lease-{job_id}")
 
     def check(self) -> None:
         """Raise once the lease is known to be lost (an expired but unconfirmed lease holds in `wait_valid`)."""
@@ -108,6 +113,12 @@ class LeaseKeeper:
             self._on_lost()
 
     async def run(self) -> None:
+        try:
+            await self._renew_until_lost()
+        finally:
+            self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _renew_until_lost(self) -> None:
         first = True
         failing_since: float | None = None
         while not self.lost:
@@ -116,7 +127,8 @@ class LeaseKeeper:
             first = False
             sent = time.monotonic()
             try:
-                ok = await asyncio.to_thread(self.jobs.renew, self.job_id, self.worker, self.lease_s)
+                ok = await asyncio.get_running_loop().run_in_executor(
+                    self._thread, self.jobs.renew, self.job_id, self.worker, self.lease_s)
             except Exception as exc:  # noqa: BLE001 - Neo4j down or restarting: the lease is unknown, not lost
                 failing_since = failing_since or sent
                 expired = time.monotonic() > self.valid_until

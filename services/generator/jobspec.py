@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from magdi.datasets import default_format, load_questions
+from magdi.errors import UserError
 from magdi.mag import JobSpec, Question
 from magdi.panel import PanelConfig, resolve_keys
 from magdi.policy import OperatorPolicy, Who
@@ -58,7 +59,7 @@ def prepare(spec: JobSpec, env: Mapping[str, str] | None = None, *, policy: Oper
     for i, q in enumerate(questions):
         j = first.setdefault((q.id, q.qid), i)
         if j != i:
-            raise ValueError(f"job {spec.name}: questions {j} and {i} are the same record (question {q.qid!r} of "
+            raise UserError(f"job {spec.name}: questions {j} and {i} are the same record (question {q.qid!r} of "
                              f"{q.dataset!r}); they would be one debate")
     if who is not Who.OPERATOR:
         policy.check_caps(questions=len(questions), max_rounds=protocol.max_rounds)

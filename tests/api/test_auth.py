@@ -8,7 +8,8 @@ import pytest
 from api_helpers import AUTH, TOKEN
 from pydantic import ValidationError
 
-from services.api.observability import JsonFormatter, RedactFilter
+from magdi.redact import RedactSecrets
+from services.api.observability import JsonFormatter
 from services.api.settings import ApiSettings
 
 PANEL = {"agents": [{"name": "a", "endpoint": "sim", "model": "sim-a"}]}
@@ -86,7 +87,7 @@ def test_the_token_never_reaches_the_logs(client, caplog):
     client.get("/v1/debates", headers={"Authorization": f"Bearer {TOKEN}-wrong"})
     client.get(f"/v1/debates?token={TOKEN}", headers=AUTH)
     logging.getLogger("probe").warning("header was Authorization: Bearer %s", TOKEN)
-    formatter, redact = JsonFormatter(), RedactFilter()  # the filter `magdi serve` installs on its handler
+    formatter, redact = JsonFormatter(), RedactSecrets()  # the filter `magdi serve` installs on its handler
     ours = [r for r in caplog.records if r.name.startswith("services.api")]
     assert ours and all(TOKEN not in formatter.format(r) for r in ours)  # even without the filter
     for record in caplog.records:

@@ -9,12 +9,23 @@ absent, three answer switches (one to a wrong answer), and an answer that is an 
 from __future__ import annotations
 
 import json
+
 import pytest
 from api_helpers import CHROMIUM, near, png_pixels
 from repo_data import data_file
 
 from magdi.answers import recalibrate_confidence
-from magdi.mag import Agent, Debate, Message, Output, ParseStatus, Question, Response, TaskType, full_visibility_edges
+from magdi.mag import (
+    Agent,
+    Debate,
+    Message,
+    Output,
+    ParseStatus,
+    Question,
+    Response,
+    TaskType,
+    full_visibility_edges,
+)
 from services.generator.protocols import prompts
 from services.generator.protocols.prompts import Shown
 

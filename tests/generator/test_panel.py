@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from magdi.panel import PanelError, load_panel, parse_panel, resolve_keys
-from services.generator.redact import REDACTED, install
+from magdi.redact import REDACTED, install
 
 REPO = Path(__file__).resolve().parents[2]
 REMOTE = "https://api.example.com/v1"

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from magdi import ids
 from magdi.policy import PolicyError
+from magdi.store.graph_store import InvalidCursor
 from magdi.store.jobs import JobConflict
 from services.api.debate_list import list_page
 from services.api.deps import (
@@ -69,7 +70,7 @@ def list_debates(store: StoreDep, flt: FilterDep, limit: PageLimit, settings: Se
     """Debate summaries (with the question text) in id order, filtered, keyset-paginated (`next_cursor`)."""
     try:
         return list_page(store, flt, limit=limit, cursor=cursor, search=q, search_window=settings.search_window)
-    except ValueError as exc:
+    except InvalidCursor as exc:
         raise field_error("query", "cursor", str(exc)) from None
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 
 from magdi.mag import Job, JobStatus
 from magdi.policy import DataPathError, PolicyError
+from magdi.store.graph_store import InvalidCursor
 from magdi.store.job_names import UnknownJob, candidate_ids
 from magdi.store.jobs import JobConflict
 from services.api.deps import (
@@ -71,7 +72,7 @@ def list_jobs(jobs: JobsDep, limit: PageLimit, trusted: TrustedDep, status: JobS
     """
     try:
         page, next_cursor = jobs.page(status, limit=limit, cursor=cursor)
-    except ValueError as exc:
+    except InvalidCursor as exc:
         raise field_error("query", "cursor", str(exc)) from None
     return JobsPublic(items=[job_public(j, trusted=trusted) for j in page], next_cursor=next_cursor)
 

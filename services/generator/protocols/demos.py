@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from magdi.answers import normalize_answer
+from magdi.errors import UserError
 from magdi.mag import TaskType
 from magdi.protocol import Demo
 
@@ -23,7 +24,7 @@ TASK_DIRS = {"gsm8k": "GSM8k", "strategyqa": "SQA", "sqa": "SQA", "ecqa": "ECQA"
 _OPTION_LABEL = re.compile(r"^\s*\(?[A-Ja-j1-9]\s*[)\].:]\s*")
 
 
-class DemoError(ValueError):
+class DemoError(UserError):
     """A convincing-samples folder or file that cannot be used; the message names it."""
 
 

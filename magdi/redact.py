@@ -1,9 +1,11 @@
-"""Keep API keys out of logs, whatever logger or library formats them.
+"""Keep secrets out of logs, whatever logger or library formats them: the one redaction of the project.
 
 A filter on the *handlers* (not on one logger) sees every record that is emitted, including the
-openai and httpx loggers' records, and rewrites the formatted message so that a key value or an
-`Authorization: Bearer ...` header never reaches a log sink. Same idea as openai-python's
-`SensitiveHeadersFilter`, extended to arbitrary text because our own errors may quote headers.
+openai, httpx and uvicorn loggers' records, and rewrites the formatted message so that a known key
+value, an `Authorization: Bearer ...` header or a credential in a URL's query string never reaches
+a log sink. Same idea as openai-python's `SensitiveHeadersFilter`, extended to arbitrary text
+because our own errors may quote headers. The generator installs it with the panel's key values,
+the API with none (it never logs headers or query strings, and refuses tokens in URLs).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Iterable
 REDACTED = "<redacted>"
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-~+/=]{8,}")
 _HEADER = re.compile(r"(?i)((?:authorization|api-key|x-api-key)['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+")
+# A credential in a URL (the API refuses them with 400, but the refused URL may still be logged).
+_QUERY_CREDENTIAL = re.compile(r"(?i)([?&](?:token|access_token|api[-_]?key|apikey|key|password|secret)=)[^&\s\"']+")
 
 
 class RedactSecrets(logging.Filter):
@@ -34,6 +38,7 @@ class RedactSecrets(logging.Filter):
             if secret in text:
                 text = text.replace(secret, REDACTED)
         text = _BEARER.sub(r"\1" + REDACTED, text)
+        text = _QUERY_CREDENTIAL.sub(r"\1" + REDACTED, text)
         return _HEADER.sub(r"\1" + REDACTED, text)
 
     def filter(self, record: logging.LogRecord) -> bool:
