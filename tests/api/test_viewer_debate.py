@@ -148,6 +148,8 @@ def test_the_vote_tally_of_every_round_and_the_team_answer_are_on_the_graph(open
     assert tallies == [["18 ×1", "26 ×1", "invalid ×1"],
                        ["18 ×2", PAYLOAD[:15] + "… ×1"],
                        ["18 ×1", "26 ×1", "absent ×1"]]  # 18 first: recalibrated 0.5 against 0.3
+    assert (page.inner_text("#team-answer"), page.inner_text("#majority-answer"), page.inner_text("#debate-state")) \
+        == ("18 (correct: yes)", "18", "complete, no, 3")
     team = page.locator("svg#mag #team-node")
     assert team.get_attribute("data-status") == "correct"
     assert page.text_content("#team-answer-label") == "18"
@@ -199,10 +201,12 @@ def test_the_panel_shows_the_prompt_as_sent_every_output_and_the_usage(open_page
     assert "length" in outputs.nth(1).inner_text() and "330 → 30 tokens" in outputs.nth(1).inner_text()
     assert (page.inner_text("#panel-latency"), page.inner_text("#panel-tokens"), page.inner_text("#panel-attempts")) \
         == ("2.3 s", "630 / 42", "4")
+    assert page.inner_text("#panel-label") == "2 (absent, invalid or unknown)"  # the label the trainer learns
 
     bob = story.response("bob", 1)
     page.click(node(story, "bob", 1))
     assert page.inner_text("#panel-switch") == "from 26 (round 0)"
+    assert page.inner_text("#panel-label") == "1 (correct)"
     assert page.locator("#panel-prompt .message-content").all_text_contents() == [bob.prompt[0].content]
     assert "There is 1 agent who thinks the answer is 26." in page.inner_text("#panel-prompt")
     assert "<<16-3=13>>" in page.inner_text("#panel-prompt")  # the shown solution, verbatim
@@ -260,3 +264,39 @@ def test_the_page_fits_an_800_px_window_and_the_screenshot_shows_the_marks(open_
     page.click(node(story, "carol", 0))  # the panel sits under the graph: clicking brings it into view
     assert page.locator("#panel-prompt").is_visible()
     page.locator("#panel").screenshot(path=str(tmp_path / "panel-800.png"))
+
+
+def test_a_large_debate_stays_readable_in_an_800_px_window(open_page, store, make_debate):
+    """Ten agents over six rounds: 500 INFORMS edges. The page draws one stub per node instead of
+    every edge, lists at most five answers per round, and scrolls the graph (not the page) sideways
+    with the agents' names kept in view."""
+    agents = tuple(f"agent-{k}" for k in range(10))
+    big = make_debate(7, agents=agents, rounds=6)
+    store.write_debates([big])
+    page = load(open_page, big, width=800)
+    assert page.locator("svg#mag circle.node").count() == 60
+    assert page.locator("svg#mag line.edge").count() == len(big.edges) == 5 * 10 * 10
+    assert visible_edges(page) == []
+    assert page.locator("svg#mag g.bundle path.stub").count() == 5 * (10 + 10)
+    for r in range(6):  # 10 answers in a round: four listed, the rest summed up
+        lines = page.locator(f'svg#mag g.tally[data-round="{r}"] text.tally-line').all_text_contents()
+        assert len(lines) == 5 and lines[0] == "18 ×5" and lines[-1] == "+2 more ×2", (r, lines)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 800
+
+    page.hover(node(big, "agent-4", 3))  # a middle node: its 10 inputs and 10 readers, nothing else
+    assert len(visible_edges(page)) == 20
+
+    def in_view(selector: str) -> bool:
+        return page.evaluate("""(sel) => {
+            const card = document.querySelector('.graph').getBoundingClientRect();
+            const box = document.querySelector(sel).getBoundingClientRect();
+            return box.left >= card.left && box.right <= card.right; }""", selector)
+
+    assert not in_view("#team-node")  # the graph is wider than the window: its card scrolls
+    page.evaluate("() => { const card = document.querySelector('.graph'); card.scrollLeft = card.scrollWidth; }")
+    page.wait_for_function("() => document.querySelector('svg#mag g.names').classList.contains('stuck')")
+    assert in_view("#team-node")
+    assert all(in_view(f'svg#mag text.agent[data-agent="{a}"]') for a in agents)  # the names stayed
+    page.click(node(big, "agent-9", 5))  # the last round's nodes, under the names column no more
+    assert page.inner_text("#panel-answer") == big.response("agent-9", 5).answer
+    assert not page.problems, page.problems

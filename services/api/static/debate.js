@@ -3,6 +3,7 @@
 "use strict";
 
 let current = null;  // { mag, selected: node id }
+const LABELS = { 1: "correct", 0: "incorrect", 2: "absent, invalid or unknown" };  // the trainer's node label
 
 function debateIdFromUrl() {
   const parts = location.pathname.split("/").filter(Boolean);  // viewer, debates, <id>
@@ -26,7 +27,9 @@ function showQuestion(mag) {
     dl([
       ["gold answer", q.gold_answer],
       ["team answer", `${mag.team_answer ?? "–"} (correct: ${fmtBool(mag.team_correct)})`, "team-answer"],
-      ["consensus, rounds", `${fmtBool(mag.consensus)}, ${mag.rounds_used ?? m.rounds}`],
+      ["majority answer", mag.majority_answer, "majority-answer"],
+      ["status, consensus, rounds", `${mag.status}, ${fmtBool(mag.consensus)}, ${mag.rounds_used ?? m.rounds}`,
+       "debate-state"],
       ["nodes", marks || "none", "mark-counts"],
       ["tokens in / out, cost", `${m.tokens_in} / ${m.tokens_out}, $${fmtNum(m.cost_usd, 4)}`],
       ["dataset, job, protocol", `${q.dataset}, ${mag.job_id ?? "–"}, ${mag.protocol}`],
@@ -68,6 +71,7 @@ function showNode(node) {
       sw ? ["switched", `from ${sw.from} (round ${sw.round})`, "panel-switch"] : null,
       ["confidence", fmtNum(node.confidence, 2), "panel-confidence"],
       ["recalibrated", fmtNum(node.recalibrated_confidence, 2)],
+      ["MAG label", `${node.label} (${LABELS[node.label] ?? "?"})`, "panel-label"],
       ["model", node.model],
       ["latency", fmtLatency(node.latency_s), "panel-latency"],
       ["tokens in / out", `${node.tokens_in ?? "–"} / ${node.tokens_out ?? "–"}`, "panel-tokens"],

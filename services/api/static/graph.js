@@ -139,12 +139,16 @@ function draw(root, mag, handlers) {
     root.append(svg("text", { class: "round", x: L.x(r), y: 18, "text-anchor": "middle" }, `round ${r}`));
   }
   root.append(svg("text", { class: "round", x: L.teamX, y: 18, "text-anchor": "middle" }, "team"));
+  // the names column stays at the card's left edge while a wide debate scrolls sideways
+  const names = svg("g", { class: "names" });
+  names.append(svg("rect", { class: "names-bg", x: 0, y: 0, width: G.left - 14, height: L.height }));
   for (const agent of info.agents) {
     const model = (mag.panel.find((a) => a.name === agent) || {}).model;
-    const label = svg("text", { class: "agent", x: 8, y: L.y(agent) + 4 }, cut(agent, 12));
+    const label = svg("text", { class: "agent", x: 8, y: L.y(agent) + 4, "data-agent": agent }, cut(agent, 12));
     label.append(svg("title", {}, model ? `${agent} (${model})` : agent));
-    root.append(label);
+    names.append(label);
   }
+  names.append(svg("text", { class: "round", x: 8, y: L.tallyTop + 14 }, "votes"));
 
   const edgeLayer = svg("g", { class: "edges" });
   const bundleLayer = svg("g", { class: "bundles" });
@@ -154,6 +158,13 @@ function draw(root, mag, handlers) {
   drawTeam(mag, info, L, at, root);
   for (const node of mag.nodes) drawNode(node, info, at(node.agent, node.round), root, handlers);
   drawTallies(info, L, root);
+  root.append(names);
+  const card = root.parentElement;
+  card.onscroll = () => {
+    names.setAttribute("transform", `translate(${card.scrollLeft},0)`);
+    names.classList.toggle("stuck", card.scrollLeft > 0);
+  };
+  card.onscroll();
   return info;
 }
 
@@ -278,7 +289,6 @@ function drawNode(node, info, p, root, handlers) {
 
 // -- votes -------------------------------------------------------------------------------------------
 function drawTallies(info, L, root) {
-  root.append(svg("text", { class: "round", x: 8, y: L.tallyTop + 14 }, "votes"));
   for (const t of info.tallies) {
     const g = svg("g", { class: "tally", "data-round": t.round });
     const x = L.x(t.round) - L.dx / 2 + 10;
