@@ -105,6 +105,10 @@ def test_generated_debates_are_drawn_as_the_api_describes_them(generated, open_p
             assert page.locator("#panel-outputs .output").count() == len(n["outputs"])
             texts = [o["text"] for o in n["outputs"] if o["text"] is not None]
             assert page.locator("#panel-outputs .output-text").all_text_contents() == texts
+            reasks = [o["reask"] for o in n["outputs"] if o["reask"]]  # a re-asked turn: the message sent
+            assert page.locator("#panel-outputs .reask .message-content").all_text_contents() == reasks
+            seen["re-asked"] += bool(reasks)
         assert not page.problems, page.problems
-    # a mixed sample, not a clean one (seeded: 10 correct, 8 incorrect, 3 invalid nodes)
+    # a mixed sample, not a clean one (seeded: correct, incorrect, invalid and re-asked nodes, switches)
     assert seen["invalid"] > 0 and seen["incorrect"] > 0 and seen["correct"] > 0 and seen["switch"] > 0, seen
+    assert seen["re-asked"] > 0, seen
