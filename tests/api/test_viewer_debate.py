@@ -235,7 +235,7 @@ def test_model_html_is_shown_as_text_and_never_runs(open_page, story):
 def test_the_page_fits_an_800_px_window_and_the_screenshot_shows_the_marks(open_page, story, tmp_path):
     page = load(open_page, story, width=800)
     sizes = page.evaluate("""() => {
-        const graph = document.querySelector('.graph'), svg = document.getElementById('mag');
+        const graph = document.querySelector('.graph-scroll'), svg = document.getElementById('mag');
         const box = svg.getBoundingClientRect(), card = graph.getBoundingClientRect();
         const texts = [...svg.querySelectorAll('text')].map((t) => t.getBoundingClientRect());
         return { page: document.documentElement.scrollWidth, graph: graph.scrollWidth - graph.clientWidth,
@@ -288,12 +288,12 @@ def test_a_large_debate_stays_readable_in_an_800_px_window(open_page, store, mak
 
     def in_view(selector: str) -> bool:
         return page.evaluate("""(sel) => {
-            const card = document.querySelector('.graph').getBoundingClientRect();
+            const card = document.querySelector('.graph-scroll').getBoundingClientRect();
             const box = document.querySelector(sel).getBoundingClientRect();
             return box.left >= card.left && box.right <= card.right; }""", selector)
 
-    assert not in_view("#team-node")  # the graph is wider than the window: its card scrolls
-    page.evaluate("() => { const card = document.querySelector('.graph'); card.scrollLeft = card.scrollWidth; }")
+    assert not in_view("#team-node")  # the graph is wider than the window: it scrolls inside its card
+    page.evaluate("() => { const box = document.querySelector('.graph-scroll'); box.scrollLeft = box.scrollWidth; }")
     page.wait_for_function("() => document.querySelector('svg#mag g.names').classList.contains('stuck')")
     assert in_view("#team-node")
     assert all(in_view(f'svg#mag text.agent[data-agent="{a}"]') for a in agents)  # the names stayed

@@ -159,12 +159,12 @@ function draw(root, mag, handlers) {
   for (const node of mag.nodes) drawNode(node, info, at(node.agent, node.round), root, handlers);
   drawTallies(info, L, root);
   root.append(names);
-  const card = root.parentElement;
-  card.onscroll = () => {
-    names.setAttribute("transform", `translate(${card.scrollLeft},0)`);
-    names.classList.toggle("stuck", card.scrollLeft > 0);
+  const scroller = root.parentElement;  // .graph-scroll: a debate wider than the card scrolls there
+  scroller.onscroll = () => {
+    names.setAttribute("transform", `translate(${scroller.scrollLeft},0)`);
+    names.classList.toggle("stuck", scroller.scrollLeft > 0);
   };
-  card.onscroll();
+  scroller.onscroll();
   return info;
 }
 
