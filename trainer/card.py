@@ -125,7 +125,10 @@ def _eval_lines(ev: dict[str, Any]) -> list[str]:
         for who in ("student", "base"):
             if who in like:
                 row = like[who]
+                ci = row.get("preference_ci95")
                 lines.append(f"- {who}: held-out NLL per token of correct teacher reasoning {_fmt(row['nll_per_token'])}"
-                             f", preference accuracy {_fmt(row['preference_accuracy'])} over {row['pairs']} "
-                             "correct/incorrect pairs.")
+                             f", preference accuracy {_fmt(row['preference_accuracy'])}"
+                             + (f" (95% CI {ci[0]:.2f}-{ci[1]:.2f}, bootstrap over MAGs)" if ci else "")
+                             + f" over {row['pairs']} distinct correct/incorrect pairs of "
+                             f"{row.get('mags_with_pairs', row.get('mags'))} MAGs.")
     return lines

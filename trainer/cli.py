@@ -56,6 +56,9 @@ def eval_command(
                                       "on the same questions with the same prompt, side by side"),
     likelihood: bool = typer.Option(True, "--likelihood/--no-likelihood", help="with --split: also score the "
                                     "held-out MAGs' teacher answers (NLL per token, preference accuracy)"),
+    score_limit: int | None = typer.Option(None, "--score-limit", help="with --split: score the held-out MAGs of "
+                                           "the first N questions (default: the --limit questions); cheap next to "
+                                           "generation, so it can cover more questions"),
 ) -> None:
     """Generate with the student on a held-out split or a benchmark file; write eval.json (+ Neo4j)."""
     from magdi.cli.common import USER_ERRORS, fail
@@ -101,6 +104,8 @@ def eval_command(
             split_name = split or "test"
             debates = split_debates(cfg, split_name, limit=limit)  # type: ignore[arg-type]
             items = items_from_debates(debates)
+            if score_limit != limit:
+                debates = split_debates(cfg, split_name, limit=score_limit)  # type: ignore[arg-type]
             baseline, name = None, dataset or cfg.data.dataset or items[0].question.dataset
         kwargs = {"opts": opts, "dataset": name, "split": split_name, "out_dir": out_dir, "baseline_tokens": baseline,
                   "compare_base": compare_base, "debates": debates if likelihood else None}

@@ -31,6 +31,7 @@ Objective = Literal["sft-single", "sft-multi", "magdi"]
 Mode = Literal["reference", "end_to_end"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PromptFormatName = Literal["auto", "chat_template", "reference"]
+LabelSource = Literal["node", "agent_final", "team"]
 
 
 class ConfigError(UserError):
@@ -143,6 +144,10 @@ class OptimConfig:
     """Linear warmup steps, then linear decay to 0."""
     max_grad_norm: float = 1.0
     """Gradient clipping by global norm."""
+    clip_per_group: bool = False
+    """Clip the LoRA weights' and the new heads' gradients separately, each to max_grad_norm. False =
+    one norm over both (the reference, HF Trainer), which the heads, trained from scratch, dominate:
+    the LoRA update then shrinks whenever L_I or L- is on."""
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
@@ -182,6 +187,20 @@ class DataConfig:
     """sft-single: the teacher to distil; None = highest round-0 accuracy on the training split."""
     neo4j_batch_size: int = 256
     """MAGs per Neo4j page query while streaming."""
+    keep_without_correct: bool = True
+    """Objective magdi with L_I on: keep MAGs without any correct node for node classification (the
+    reference). False skips them, so every step has an answer to learn from (small budgets)."""
+    max_rounds: int | None = None
+    """Ablation: rounds of each debate used, counting round 0 (1 = the initial answers only, no
+    discussion and no edges); null = all."""
+    agents: list[str] | None = None
+    """Ablation (teacher diversity): keep only these teachers' responses, by agent name; null = all."""
+    label_source: LabelSource = "node"
+    """Ablation: a node's label is its own answer's correctness (`node`, the paper), its agent's final
+    answer's (`agent_final`: did this line of reasoning end right) or the debate's team answer's (`team`,
+    the same for every node of a MAG: no ranking pairs)."""
+    use_edges: bool = True
+    """Ablation: false gives the GCN an empty edge set (each node classified from its own text)."""
 
     def __post_init__(self) -> None:
         _check(self.source == "neo4j" or (self.source.startswith("jsonl:") and len(self.source) > 6),
@@ -194,6 +213,9 @@ class DataConfig:
         _check(self.shuffle_buffer >= 1, "data.shuffle_buffer", f"must be >= 1, got {self.shuffle_buffer}")
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
         _check(self.neo4j_batch_size >= 1, "data.neo4j_batch_size", f"must be >= 1, got {self.neo4j_batch_size}")
+        _check(self.max_rounds is None or self.max_rounds >= 1, "data.max_rounds",
+               f"must be >= 1 (round 0 counts) or null, got {self.max_rounds}")
+        _check(self.agents is None or len(self.agents) > 0, "data.agents", "must name at least one agent, or be null")
 
     @property
     def jsonl_path(self) -> Path | None:

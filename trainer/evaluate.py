@@ -24,7 +24,7 @@ import logging
 import math
 import uuid
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,9 @@ from magdi.errors import UserError
 from magdi.mag import Debate, Question
 from magdi.prompts import REFERENCE
 from trainer.config import TrainConfig
-from trainer.data import MAGCollator, debates_in_split
-from trainer.graphs import GraphSpec, MAGEncoder, StudentPrompt
+from trainer.data import debates_in_split
+from trainer.graphs import GraphSpec, StudentPrompt
+from trainer.heldout import score_answers
 from trainer.sources import DataError, Split, open_source
 
 SMALL_N = 30
@@ -235,51 +236,6 @@ def score(items: list[EvalItem], generations: list[list[tuple[str, int]]], opts:
             "token_ratio": (mean_debate / student) if mean_debate and student else None, "items": rows}
 
 
-# -- likelihood of the teachers' answers ----------------------------------------------------------------
-@torch.no_grad()
-def answer_likelihood(model: Any, tokenizer: Any, debates: list[Debate], spec: GraphSpec, device: torch.device,
-                      *, batch_size: int = 8, desc: str = "score") -> dict[str, Any]:
-    """Score the teachers' answers of held-out MAGs under `model` (answer tokens only, prompt excluded).
-
-    Returns `nll_per_token` (mean over the answer tokens of the CORRECT nodes), `preference_accuracy`
-    (over every correct x incorrect node pair of the same MAG: the correct one has the higher mean
-    log-likelihood per token), and the counts behind them.
-    """
-    from tqdm.auto import tqdm
-
-    encoder = MAGEncoder(tokenizer, replace(spec, objective="sft-multi", keep_without_correct=True))
-    graphs = [g for g in (encoder.encode(d) for d in debates) if g is not None]
-    collate = MAGCollator(tokenizer.pad_token_id)
-    sums, counts, labels, groups = [], [], [], []
-    per_forward = max(1, batch_size // 4)  # MAGs per forward pass (a MAG has ~4-12 nodes)
-    with tqdm(total=sum(g.num_nodes for g in graphs), desc=desc, unit="node", dynamic_ncols=True) as bar:
-        for start in range(0, len(graphs), per_forward):
-            batch = collate(graphs[start:start + per_forward])
-            ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-            positions = torch.arange(1, ids.shape[1], device=device)
-            answer = (mask[:, 1:] == 1) & (positions[None, :] >= batch.prompt_length.to(device)[:, None])
-            sums += (-(logp * answer).sum(dim=1)).tolist()
-            counts += answer.sum(dim=1).tolist()
-            labels += batch.y.tolist()
-            groups += (batch.batch + start).tolist()  # node -> its MAG
-            bar.update(len(batch.y))
-    correct_nll = sum(s for s, y in zip(sums, labels, strict=True) if y == 1)
-    correct_tokens = sum(c for c, y in zip(counts, labels, strict=True) if y == 1)
-    mean_ll = [-s / max(c, 1) for s, c in zip(sums, counts, strict=True)]
-    wins = pairs = 0
-    for g in set(groups):
-        members = [i for i, x in enumerate(groups) if x == g]
-        for i in (m for m in members if labels[m] == 1):
-            for j in (m for m in members if labels[m] == 0):
-                pairs += 1
-                wins += mean_ll[i] > mean_ll[j]
-    return {"nll_per_token": correct_nll / correct_tokens if correct_tokens else None,
-            "preference_accuracy": wins / pairs if pairs else None, "mags": len(graphs),
-            "nodes": len(labels), "correct_tokens": int(correct_tokens), "pairs": pairs}
-
-
 # -- the run ------------------------------------------------------------------------------------------------
 def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, dataset: str, split: str,
              out_dir: Path | None = None, baseline_tokens: float | None = None, driver: Any = None,
@@ -299,8 +255,7 @@ def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, d
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, cfg, meta = load_for_inference(adapter_dir, device)
     kind = meta.get("prompt_format", REFERENCE)
-    spec = GraphSpec(max_length=cfg.data.max_length, remove_agreement=cfg.data.remove_agreement,
-                     agreement_prefixes=tuple(cfg.data.agreement_prefixes), prompt_format=kind)
+    spec = GraphSpec.from_config(cfg, prompt_format=kind)
     passes = [("student", nullcontext)] + ([("base", model.disable_adapter)] if compare_base else [])
     results: dict[str, dict[str, Any]] = {}
     likelihood: dict[str, Any] = {}
@@ -310,8 +265,8 @@ def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, d
                                    prompt_format=kind, desc=f"generate ({who})")
             results[who] = score(items, generations, opts, baseline_tokens)
             if debates:
-                likelihood[who] = answer_likelihood(model, tokenizer, debates, spec, device, batch_size=opts.batch_size,
-                                                    desc=f"score answers ({who})")
+                likelihood[who] = score_answers(model, tokenizer, debates, spec, device,
+                                                desc=f"score answers ({who})")
     mine = results["student"]
     base = None
     if compare_base:

@@ -19,6 +19,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch_geometric.data import Data
@@ -27,6 +28,9 @@ from magdi.answers import remove_agreement
 from magdi.errors import UserError
 from magdi.mag import Debate, Question, Response
 from magdi.prompts import REFERENCE, PromptFormat, answer_text
+
+if TYPE_CHECKING:
+    from trainer.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,8 @@ class DataStats:
     nodes_used: int = 0
     nodes_excluded: int = 0
     """Absent, invalid or unlabelled responses left out of their graphs."""
+    nodes_filtered: int = 0
+    """Responses left out on purpose by data.max_rounds / data.agents."""
     nodes_truncated: int = 0
     """Node texts cut to data.max_length tokens."""
 
@@ -111,6 +117,31 @@ class GraphSpec:
     agreement_prefixes: tuple[str, ...] = ("I agree", "I disagree")
     prompt_format: str = REFERENCE
     """`reference` or `chat_template` (resolved; see magdi.prompts)."""
+    max_rounds: int | None = None
+    """Keep rounds 0..max_rounds-1 of each debate (None = all)."""
+    agents: tuple[str, ...] | None = None
+    """Keep only these agents' responses (None = all)."""
+    label_source: str = "node"
+    """`node` (each response's own correctness), `agent_final` (its agent's last kept answer's) or
+    `team` (the debate's final team answer's, for every node)."""
+    use_edges: bool = True
+    """False: no edges (the GCN sees each node alone, plus its self-loop)."""
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, **changes: object) -> GraphSpec:
+        """The spec a training config asks for (`changes` override fields, e.g. the resolved prompt format)."""
+        d = cfg.data
+        spec = cls(objective=cfg.objective, keep_without_correct=cfg.gcn_on and d.keep_without_correct,
+                   strongest_agent=d.strongest_agent, max_length=d.max_length, remove_agreement=d.remove_agreement,
+                   agreement_prefixes=tuple(d.agreement_prefixes), max_rounds=d.max_rounds,
+                   agents=tuple(d.agents) if d.agents is not None else None, label_source=d.label_source,
+                   use_edges=d.use_edges)
+        return replace(spec, **changes)
+
+    def held_out(self) -> GraphSpec:
+        """The same texts, edges and format, but every node with its own label: what evaluation scores,
+        identical for every training recipe."""
+        return replace(self, max_rounds=None, agents=None, label_source="node")
 
 
 @dataclass
@@ -121,28 +152,52 @@ class NodePlan:
     pairs: list[tuple[int, int, bool]]
     edges: list[tuple[int, int]]
     excluded: int = 0
+    filtered: int = 0
 
 
 @dataclass
 class Skip:
     reason: str  # a DataStats counter name
     excluded: int = 0
+    filtered: int = 0
+
+
+def _selected(r: Response, spec: GraphSpec) -> bool:
+    """Whether data.max_rounds / data.agents keep this response."""
+    return (spec.max_rounds is None or r.round < spec.max_rounds) and (spec.agents is None or r.agent in spec.agents)
+
+
+def node_labels(debate: Debate, nodes: Sequence[Response], source: str) -> list[int]:
+    """Each node's class under `source` (1 correct, 0 incorrect, 2 unknown); see GraphSpec.label_source."""
+    if source == "node":
+        return [r.label for r in nodes]
+    if source == "team":
+        team = 2 if debate.team_correct is None else int(debate.team_correct)
+        return [team for _ in nodes]
+    last: dict[str, int] = {}
+    for r in nodes:  # panel order, then round: the last one seen per agent is its final answer
+        last[r.agent] = r.label
+    return [last[r.agent] for r in nodes]
 
 
 def plan_graph(debate: Debate, spec: GraphSpec) -> NodePlan | Skip:
     """Choose nodes, NLL targets, pairs and edges of one MAG, or say why it is skipped."""
     responses = debate.sorted_responses()
-    nodes = [r for r in responses if r.label in (0, 1)]
-    excluded = len(responses) - len(nodes)
+    chosen = [r for r in responses if _selected(r, spec)]
+    filtered = len(responses) - len(chosen)
+    valid = [r for r in chosen if r.label in (0, 1)]
+    labels = node_labels(debate, valid, spec.label_source)
+    nodes = [r for r, lab in zip(valid, labels, strict=True) if lab in (0, 1)]
+    labels = [lab for lab in labels if lab in (0, 1)]
+    excluded = len(chosen) - len(nodes)
     if not nodes:
-        return Skip("skipped_no_nodes", excluded)
-    labels = [r.label for r in nodes]
+        return Skip("skipped_no_nodes", excluded, filtered)
     if spec.objective == "sft-single":
-        nll = [r.label == 1 and r.round == 0 and r.agent == spec.strongest_agent for r in nodes]
+        nll = [lab == 1 and r.round == 0 and r.agent == spec.strongest_agent for r, lab in zip(nodes, labels, strict=True)]
     else:
         nll = [lab == 1 for lab in labels]
     if not any(nll) and (spec.objective != "magdi" or not spec.keep_without_correct):
-        return Skip("skipped_no_target", excluded)
+        return Skip("skipped_no_target", excluded, filtered)
     pairs: list[tuple[int, int, bool]] = []
     if spec.objective == "magdi":
         pos = [i for i, lab in enumerate(labels) if lab == 1]
@@ -157,8 +212,8 @@ def plan_graph(debate: Debate, spec: GraphSpec) -> NodePlan | Skip:
         (index[(e.source_agent, e.source_round)], index[(e.target_agent, e.target_round)])
         for e in debate.edges
         if (e.source_agent, e.source_round) in index and (e.target_agent, e.target_round) in index
-    })
-    return NodePlan(nodes, labels, nll, pairs, edges, excluded)
+    }) if spec.use_edges else []
+    return NodePlan(nodes, labels, nll, pairs, edges, excluded, filtered)
 
 
 def node_texts(debate: Debate, nodes: Sequence[Response], spec: GraphSpec, tokenizer: object = None
@@ -191,6 +246,7 @@ class MAGEncoder:
         self.stats.mags_read += 1
         plan = plan_graph(debate, self.spec)
         self.stats.nodes_excluded += plan.excluded
+        self.stats.nodes_filtered += plan.filtered
         if isinstance(plan, Skip):
             setattr(self.stats, plan.reason, getattr(self.stats, plan.reason) + 1)
             return None
@@ -280,14 +336,15 @@ def scan_debates(debates: Iterable[Debate], spec: GraphSpec, *, collect_texts: b
         tokens_out.append(debate.tokens_out)
         for a in debate.panel:
             seen[a.name] = seen.get(a.name, 0) + 1
-        good = frozenset(r.agent for r in debate.responses if r.round == 0 and r.label == 1)
-        for agent in good:
+        for agent in {r.agent for r in debate.responses if r.round == 0 and r.label == 1}:
             correct[agent] = correct.get(agent, 0) + 1
         plan = plan_graph(debate, multi)
         stats.nodes_excluded += plan.excluded
+        stats.nodes_filtered += plan.filtered
         if isinstance(plan, Skip):
             setattr(stats, plan.reason, getattr(stats, plan.reason) + 1)
             continue
+        good = frozenset(r.agent for r, lab in zip(plan.nodes, plan.labels, strict=True) if r.round == 0 and lab == 1)
         if spec.objective == "magdi" and not any(plan.nll):
             stats.no_correct_kept += 1
         truncated = 0
@@ -301,7 +358,11 @@ def scan_debates(debates: Iterable[Debate], spec: GraphSpec, *, collect_texts: b
                 truncated = encoder.stats.nodes_truncated - before
         per_debate.append((good, len(plan.nodes), truncated))
     strongest = spec.strongest_agent
-    accuracy = {a: correct.get(a, 0) / n for a, n in sorted(seen.items())}
+    if spec.agents is not None and (unknown := sorted(set(spec.agents) - set(seen))):
+        raise ValueError(f"data.agents: {', '.join(map(repr, unknown))} not an agent of the training MAGs "
+                         f"(agents: {', '.join(sorted(seen)) or 'none'})")
+    accuracy = {a: correct.get(a, 0) / n for a, n in sorted(seen.items())
+                if spec.agents is None or a in spec.agents}
     if spec.objective == "sft-single":
         if strongest is None and accuracy:
             strongest = min(accuracy, key=lambda a: (-accuracy[a], a))

@@ -131,13 +131,16 @@ class MAGDiStudent(nn.Module):
         return self.lm.get_base_model()
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(R, T) right-padded ids -> (R, T, H) last-layer states (post final norm)."""
-        causal_lm = self._causal_lm()
-        decoder = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else None
-        if decoder is not None and decoder is not causal_lm:
-            return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        out = causal_lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=True)
-        return out.hidden_states[-1]
+        """(R, T) right-padded ids -> (R, T, H) last-layer states (post final norm).
+
+        Identical rows go through the LM once and their states are shared (`distinct_rows`): a
+        teacher that keeps its answer in a discussion round repeats its text, so a MAG often holds
+        the same node text two or three times. The loss and its gradient are those of separate
+        passes (autograd sums the shared rows' gradients); only LoRA dropout masks are shared."""
+        keep, inverse = distinct_rows(input_ids, attention_mask)
+        if len(keep) == input_ids.shape[0]:
+            return decoder_states(self._causal_lm(), input_ids, attention_mask)
+        return decoder_states(self._causal_lm(), input_ids[keep], attention_mask[keep])[inverse]
 
     def _rows(self, batch: Any, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch's token rows `rows`, trimmed to their longest real length."""
@@ -253,6 +256,38 @@ class LossTerms:
     node_logits: torch.Tensor | None = None
     n_pairs: int = 0
     n_nll_tokens: int = 0
+
+
+def distinct_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keep, inverse) for (R, T) token rows: `keep` = the first row of each distinct token sequence
+    (within its `groups` entry, if given), ascending; `inverse` (R,) = each row's index into `keep`."""
+    marked = input_ids.masked_fill(attention_mask == 0, -1)
+    if groups is not None:
+        marked = torch.cat([groups[:, None].to(marked), marked], dim=1)
+    _, inverse = torch.unique(marked, dim=0, return_inverse=True)
+    rows = torch.arange(len(inverse), device=inverse.device)
+    first = torch.full((int(inverse.max()) + 1 if len(inverse) else 0,), len(inverse), dtype=torch.long,
+                       device=inverse.device).scatter_reduce(0, inverse, rows, reduce="amin")
+    order = torch.argsort(first)
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(order), device=order.device)
+    return first[order], position[inverse]
+
+
+def causal_lm_of(model: nn.Module) -> nn.Module:
+    """The causal LM inside a peft model (LoRA layers in place, active unless disabled), or the model."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_states(causal_lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(R, T) ids -> (R, T, H) last-layer states (post final norm) of a causal LM, without its LM head:
+    callers apply the head to the positions they score only (the head is a quarter of a small model)."""
+    decoder = causal_lm.get_decoder() if hasattr(causal_lm, "get_decoder") else None
+    if decoder is not None and decoder is not causal_lm:
+        return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    out = causal_lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, output_hidden_states=True)
+    return out.hidden_states[-1]
 
 
 def _pair_multiplicity(pair_pos: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:

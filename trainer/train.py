@@ -153,6 +153,16 @@ def _synced(batches: Iterator[Any], ctx: DistContext) -> Iterator[tuple[Any, boo
         current = upcoming
 
 
+def clip_gradients(student: Any, max_norm: float, per_group: bool) -> float:
+    """Clip to `max_norm`: one norm over LoRA and heads, or (per_group) each group alone.
+    Returns the norm before clipping (over both groups either way, so logs stay comparable)."""
+    lora, heads = student.lora_parameters(), student.head_parameters()
+    if not per_group or not heads:
+        return float(torch.nn.utils.clip_grad_norm_(lora + heads, max_norm))
+    norms = [torch.nn.utils.clip_grad_norm_(group, max_norm) for group in (lora, heads)]
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
+
+
 def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_settings: object | None) -> TrainResult:
     out = Path(cfg.run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,9 +173,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_set
     d = cfg.data
     source = open_source(d.source, dataset=d.dataset, job_id=d.job_id, batch_size=d.neo4j_batch_size,
                          settings=neo4j_settings)
-    spec = GraphSpec(objective=cfg.objective, keep_without_correct=cfg.gcn_on, strongest_agent=d.strongest_agent,
-                     max_length=d.max_length, remove_agreement=d.remove_agreement,
-                     agreement_prefixes=tuple(d.agreement_prefixes))
+    spec = GraphSpec.from_config(cfg)
     train_split = lambda: debates_in_split(source, "train", d.split_fractions, d.split_salt)  # noqa: E731
     texts: list[str] = []
     if is_tiny(cfg.model.base) and not (out / "base" / "config.json").is_file():
@@ -287,8 +295,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_set
             # -- optimizer step: unscale, clip, step, schedule, zero
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            params = student.lora_parameters() + student.head_parameters()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.optim.max_grad_norm))
+            grad_norm = clip_gradients(student, cfg.optim.max_grad_norm, cfg.optim.clip_per_group)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()

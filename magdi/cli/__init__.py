@@ -48,13 +48,16 @@ def _print_version(requested: bool) -> None:
         raise typer.Exit()
 
 
+PROJECT_LOGGERS = ("magdi", "services", "trainer", "benchmarks")
+
+
 @app.callback()
 def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
     _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                   help="print the installed version and exit"),
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:  # our own loggers only: the Neo4j driver and the HTTP clients at DEBUG drown them
+        for name in PROJECT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.DEBUG)

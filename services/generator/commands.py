@@ -147,8 +147,15 @@ def run_worker(*, once: bool, concurrency: int | None) -> None:
         overrides["concurrency"] = concurrency
     settings = GeneratorSettings(**overrides)
     redact.install()
+    # The worker's own lines (claims, finishes, failures) at INFO without -v; with -v the
+    # project's loggers go to DEBUG while the driver's and HTTP clients' traffic stays quiet.
+    project = logging.getLogger("services")
+    if project.getEffectiveLevel() > logging.INFO:
+        project.setLevel(logging.INFO)
     with user_errors():
-        worker.main(settings)
+        code = worker.main(settings)
+    if code:
+        raise typer.Exit(code)
 
 
 def run_teachers(*, solutions: Path, questions: Path, host: str, port: int, aliases: list[str],

@@ -33,6 +33,7 @@ class Worker:
         self.settings = settings
         self.worker_id = settings.worker_id or new_worker_id()
         self.stop = asyncio.Event()
+        self.failed: list[str] = []  # jobs this worker ran that ended failed: the exit status says so
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -108,10 +109,15 @@ class Worker:
         except (ValueError, TimeoutError) as exc:  # Policy/Panel/Dataset/Egress/PreflightError, WriteConflict, validation
             logger.error("job %s cannot run: %s", job_id, exc)
             await asyncio.to_thread(self.jobs.finish, job_id, self.worker_id, JobStatus.FAILED, [public_error(exc)])
+            self.failed.append(job_id)
             return
         result = await run_job(prepared, self.store, self.jobs, self.worker_id, self.settings,
                                claimed_at=claimed_at, stop=self.stop, max_cost_usd=policy.job_max_cost_usd)
-        logger.info("worker %s finished job %s: %s", self.worker_id, job_id, describe(result))
+        if result.status is JobStatus.FAILED:
+            self.failed.append(job_id)
+            logger.error("worker %s: job %s failed: %s", self.worker_id, job_id, describe(result))
+        else:
+            logger.info("worker %s finished job %s: %s", self.worker_id, job_id, describe(result))
 
 
 def public_error(exc: BaseException) -> str:
@@ -130,18 +136,26 @@ def public_error(exc: BaseException) -> str:
     return str(exc)
 
 
-async def serve(store: GraphStore, settings: GeneratorSettings) -> int:
+async def serve(store: GraphStore, settings: GeneratorSettings) -> Worker:
     worker = Worker(store, settings)
     worker.install_signal_handlers()
-    return await worker.run()
+    await worker.run()
+    return worker
 
 
 def main(settings: GeneratorSettings | None = None) -> int:
-    """Blocking entry point (`python -m services.generator`, `magdi worker`)."""
+    """Blocking entry point (`python -m services.generator`, `magdi worker`): 1 when a job it ran failed.
+
+    A supervisor (systemd, Kubernetes, a CI step running `--once`) sees a failed job in the exit
+    status instead of having to read the log.
+    """
     from magdi.store.open import open_store
     from services.generator.settings import get_settings
 
     settings = settings or get_settings()
     with open_store() as store:
-        asyncio.run(serve(store, settings))
+        worker = asyncio.run(serve(store, settings))
+    if worker.failed:
+        logger.error("worker %s: %d job(s) failed: %s", worker.worker_id, len(worker.failed), ", ".join(worker.failed))
+        return 1
     return 0

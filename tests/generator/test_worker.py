@@ -17,6 +17,7 @@ from generator_helpers import (
     operator_env,
     panel_dict,
     running,
+    stop_pid,
     wait_for,
 )
 
@@ -126,3 +127,31 @@ def test_sigterm_drains_in_flight_turns_and_releases_the_job(store: GraphStore, 
         wait_for(lambda: b.poll() is not None, 180, "worker B to finish the job", every_s=0.5)
     assert_job_done(store, job_id, 10)
     assert panel.stats()["max_completions_per_prompt"] == 1, "a clean drain loses no call: nothing is repeated"
+
+
+def test_magdi_worker_logs_its_jobs_without_v_and_exits_1_when_one_failed(store: GraphStore, neo4j_env,  # noqa: ANN001
+                                                                          start_panel, gsm8k: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """`magdi worker --once` as an operator runs it: claims and failures readable at the default level,
+    a failed job in the exit status, and `-v` shows our debug lines without the driver's bolt traffic."""
+    panel = start_panel()
+    jobs = JobStore(store)
+    job_id = queue_job(jobs, "unreachable", panel.base_url, gsm8k, offset=0, limit=2)
+    stop_pid(panel.proc)  # the endpoint is gone before the worker's preflight: the job fails, no call is made
+    env = neo4j_subprocess_env(**operator_env(panel.base_url))
+    magdi = [sys.executable, "-m", "magdi.cli"]
+    log = tmp_path / "worker.log"
+    with running([*magdi, "worker", "--once"], env, log) as proc:
+        wait_for(lambda: proc.poll() is not None, 120, "the worker to drain the queue", every_s=0.5)
+    out = log.read_text()
+    assert proc.returncode == 1, out[-3000:]
+    assert [job for _, job, _ in claims(log)] == [job_id], out[-3000:]
+    assert f"job {job_id} cannot run" in out and "1 job(s) failed" in out
+    assert jobs.get(job_id).status is JobStatus.FAILED
+
+    verbose_log = tmp_path / "verbose.log"
+    with running([*magdi, "-v", "worker", "--once"], env, verbose_log) as proc:
+        wait_for(lambda: proc.poll() is not None, 120, "the idle worker to exit", every_s=0.5)
+    verbose = verbose_log.read_text()
+    assert proc.returncode == 0, verbose[-3000:]
+    assert "polling for jobs" in verbose and "DEBUG neo4j" not in verbose

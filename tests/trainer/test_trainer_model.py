@@ -144,3 +144,35 @@ def test_gcn_dropout_is_on_in_train_and_off_in_eval(make_student) -> None:
 def test_sft_objectives_have_no_heads(make_student) -> None:
     student = make_student("objective=sft-multi")
     assert student.gcn is None and student.scorer is None and student.head_parameters() == []
+
+
+def test_identical_node_texts_share_one_pass_with_the_same_loss_and_gradients(make_student, tokenizer, synth,
+                                                                             monkeypatch) -> None:
+    """A teacher that keeps its answer repeats its text: the LM runs once per distinct text, and the
+    loss and LoRA gradients are those of one pass per node (dropout off to compare exactly)."""
+    import trainer.model as model_module
+
+    debate = synth(7, rounds=2)
+    echoed = [r if r.round == 0 else r.model_copy(update={"reasoning": first.reasoning, "answer": first.answer,
+                                                          "correct": first.correct})
+              for r in debate.responses
+              for first in [next(x for x in debate.responses if x.agent == r.agent and x.round == 0)]]
+    debate = debate.model_copy(update={"responses": echoed})
+    batch = MAGCollator(tokenizer.pad_token_id)([MAGEncoder(tokenizer, GraphSpec()).encode(debate)])
+    keep, inverse = model_module.distinct_rows(batch.input_ids, batch.attention_mask)
+    texts = {tuple(row[m.bool()].tolist()) for row, m in zip(batch.input_ids, batch.attention_mask, strict=True)}
+    assert len(keep) == len(texts) < batch.input_ids.shape[0] == 6
+    assert torch.equal(batch.input_ids[keep][inverse], batch.input_ids)
+
+    def run() -> tuple[float, list[torch.Tensor]]:
+        student = make_student("mode=end_to_end", seed=3).eval()
+        out = student(batch)
+        out["loss"].backward()
+        return float(out["loss"]), [p.grad.clone() for p in student.lora_parameters()]
+
+    shared_loss, shared_grads = run()
+    monkeypatch.setattr(model_module, "distinct_rows",
+                        lambda ids, mask, groups=None: (torch.arange(len(ids)), torch.arange(len(ids))))
+    separate_loss, separate_grads = run()
+    assert shared_loss == pytest.approx(separate_loss, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(shared_grads, separate_grads, strict=True))
