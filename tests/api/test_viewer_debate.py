@@ -18,6 +18,7 @@ from magdi.answers import recalibrate_confidence
 from magdi.mag import (
     Agent,
     Debate,
+    DebateStatus,
     Message,
     Output,
     ParseStatus,
@@ -299,4 +300,31 @@ def test_a_large_debate_stays_readable_in_an_800_px_window(open_page, store, mak
     assert all(in_view(f'svg#mag text.agent[data-agent="{a}"]') for a in agents)  # the names stayed
     page.click(node(big, "agent-9", 5))  # the last round's nodes, under the names column no more
     assert page.inner_text("#panel-answer") == big.response("agent-9", 5).answer
+    assert not page.problems, page.problems
+
+
+def test_a_running_and_a_failed_debate_read_as_such(open_page, store, make_debate):
+    """Mid-debate there is no team answer yet; a debate that failed before any answer has no node."""
+    running = make_debate(1, rounds=1).model_copy(update={
+        "status": DebateStatus.RUNNING, "team_answer": None, "team_correct": None, "majority_answer": None,
+        "rounds_used": None})
+    failed = make_debate(2, rounds=1).model_copy(update={
+        "status": DebateStatus.FAILED, "team_answer": None, "team_correct": None, "majority_answer": None,
+        "rounds_used": None, "responses": [], "edges": [], "error": "every endpoint of the panel failed (HTTP 503)"})
+    store.write_debates([running, failed])
+
+    page = load(open_page, running)
+    assert page.inner_text("#debate-state").startswith("running")
+    assert page.text_content("svg#mag #team-node .team-title") == "team: pending"
+    assert page.text_content("#team-answer-label") == "–"
+    assert page.locator("svg#mag path.vote.agree").count() == 0
+    assert page.locator("svg#mag path.vote.dissent").count() == 3  # each agent's vote so far, none counted yet
+    assert not page.problems, page.problems
+
+    page = load(open_page, failed)
+    assert page.inner_text("#debate-state").startswith("failed")
+    assert "every endpoint of the panel failed (HTTP 503)" in page.inner_text("#question")
+    assert page.locator("svg#mag circle.node").count() == 0
+    assert page.text_content("#team-votes") == "no votes"
+    assert "null" not in page.inner_text("main") and "NaN" not in page.inner_html("svg#mag")
     assert not page.problems, page.problems

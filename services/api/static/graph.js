@@ -342,7 +342,8 @@ function drawTeam(mag, info, L, at, root) {
                cut(mag.team_answer ?? "–", 12)));
   const votes = [...info.finals.values()].filter((f) => mag.team_answer !== null && f.answer === mag.team_answer).length;
   g.append(svg("text", { id: "team-votes", class: "team-sub", x: L.teamX, y: cy + h / 2 - 9, "text-anchor": "middle" },
-               `${votes} of ${info.finals.size} votes${mag.consensus ? " · consensus" : ""}`));
+               info.finals.size ? `${votes} of ${info.finals.size} votes${mag.consensus ? " · consensus" : ""}`
+                 : "no votes"));
   g.append(svg("title", {}, `team answer ${mag.team_answer ?? "(none yet)"}: ${MARKS[status].text}; `
     + `majority ${mag.majority_answer ?? "–"}; consensus ${fmtBool(mag.consensus)}`));
   root.append(g);
