@@ -112,6 +112,7 @@ class DebateSummary(BaseModel):
     job_id: str | None = None
     dataset: str
     question_id: str
+    question_text: str | None = Field(None, description="the question as asked (null if it is not stored)")
     protocol: str
     status: DebateStatus
     team_answer: str | None = None
