@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -126,7 +125,7 @@ def test_rerunning_a_finished_run_trains_nothing_and_starting_over_replaces_it(t
     assert steps() == [1, 2, 3]  # no step logged twice
     caplog.clear()
     with caplog.at_level("WARNING"):
-        over = train(replace(cfg, run=replace(cfg.run, resume=False)))
+        over = train(cfg.model_copy(update={"run": cfg.run.model_copy(update={"resume": False})}))
     assert over.action == "started" and "starting over" in caplog.text and steps() == [1, 2, 3]
     assert [h["loss"] for h in over.history] == pytest.approx([h["loss"] for h in first.history])
 
