@@ -21,6 +21,7 @@ from rich.table import Table
 
 from magdi import redact
 from magdi.cli.common import console, fail, store_or_exit, user_errors
+from magdi.config_loading import load_settings
 from magdi.datasets import default_format, load_questions
 from magdi.mag import JobStatus
 from magdi.panel import load_panel
@@ -145,10 +146,9 @@ def run_worker(*, once: bool, concurrency: int | None) -> None:
     overrides: dict[str, Any] = {"once": once} if once else {}
     if concurrency:
         overrides["concurrency"] = concurrency
-    settings = GeneratorSettings(**overrides)
     redact.install()
     with user_errors():
-        worker.main(settings)
+        worker.main(load_settings(GeneratorSettings, **overrides))
 
 
 def run_teachers(*, solutions: Path, questions: Path, host: str, port: int, aliases: list[str],
