@@ -64,7 +64,6 @@ class ModelConfig(_Section):
     `[INST] ### Question: ...[/INST] ### Answer:`), or `auto` = chat_template when the tokenizer has one."""
 
 
-
 class LoraSettings(_Section):
     r: int = Field(16, ge=1)
     """LoRA rank."""
@@ -77,7 +76,6 @@ class LoraSettings(_Section):
     last_layers: int | None = Field(None, ge=1)
     """Adapt only the last N decoder layers (None = all, the paper). Backward then stops N layers
     below the top: the CPU recipe's main saving on a real model."""
-
 
 
 class LossConfig(_Section):
@@ -104,7 +102,6 @@ class LossConfig(_Section):
     since absent nodes are excluded); 2 is the minimal head."""
 
 
-
 class OptimConfig(_Section):
     lr: float = Field(5e-6, gt=0)
     """Peak learning rate of the LoRA weights (paper: 5e-6)."""
@@ -128,7 +125,6 @@ class OptimConfig(_Section):
     """Clip the LoRA weights' and the new heads' gradients separately, each to max_grad_norm. False =
     one norm over both (the reference, HF Trainer), which the heads, trained from scratch, dominate:
     the LoRA update then shrinks whenever L_I or L- is on."""
-
 
 
 class DataConfig(_Section):
@@ -170,7 +166,6 @@ class DataConfig(_Section):
     the same for every node of a MAG: no ranking pairs)."""
     use_edges: bool = True
     """Ablation: false gives the GCN an empty edge set (each node classified from its own text)."""
-
 
     @field_validator("source")
     @classmethod
@@ -217,7 +212,6 @@ class RunConfig(_Section):
     """Show a progress bar with the three losses."""
 
 
-
 class TrainConfig(_Section):
     objective: Objective = "magdi"
     """sft-single (strongest teacher's round-0 correct answers), sft-multi (all correct nodes) or
@@ -232,7 +226,6 @@ class TrainConfig(_Section):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     run: RunConfig = Field(default_factory=RunConfig)
-
 
     @property
     def gcn_on(self) -> bool:
