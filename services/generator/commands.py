@@ -21,6 +21,7 @@ from rich.table import Table
 
 from magdi import redact
 from magdi.cli.common import console, fail, store_or_exit, user_errors
+from magdi.config_loading import load_settings
 from magdi.datasets import default_format, load_questions
 from magdi.mag import JobStatus
 from magdi.panel import load_panel
@@ -145,7 +146,6 @@ def run_worker(*, once: bool, concurrency: int | None) -> None:
     overrides: dict[str, Any] = {"once": once} if once else {}
     if concurrency:
         overrides["concurrency"] = concurrency
-    settings = GeneratorSettings(**overrides)
     redact.install()
     # The worker's own lines (claims, finishes, failures) at INFO without -v; with -v the
     # project's loggers go to DEBUG while the driver's and HTTP clients' traffic stays quiet.
@@ -153,6 +153,6 @@ def run_worker(*, once: bool, concurrency: int | None) -> None:
     if project.getEffectiveLevel() > logging.INFO:
         project.setLevel(logging.INFO)
     with user_errors():
-        code = worker.main(settings)
+        code = worker.main(load_settings(GeneratorSettings, **overrides))
     if code:
         raise typer.Exit(code)
