@@ -308,9 +308,7 @@ def _add_call_counters(jobs: JobStore, job_id: str, endpoints: Endpoints, writer
               "call_failures": sum(e.failures for e in endpoints.all()),
               "store_outages": writer.outages, "store_held_s": round(writer.held_s, 1)}
     try:
-        jobs.store._run(lambda t: t.run(
-            "MATCH (j:Job {id: $id}) SET " + ", ".join(f"j.{k} = coalesce(j.{k}, 0) + ${k}" for k in totals),
-            id=job_id, **totals).consume(), write=True)
+        jobs.add_run_counters(job_id, totals)
     except Exception as exc:  # noqa: BLE001 - counters are informative; finishing the job matters more
         logger.warning("job %s: could not store call counters: %s", job_id, exc)
 
