@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from magdi.datasets import FORMATS
-from magdi.mag import Agent, DebateStatus, JobStatus, ParseStatus, TaskType
+from magdi.mag import Agent, DebateStatus, JobRunCounters, JobStatus, ParseStatus, TaskType
 from magdi.panel import NAME_PATTERN, PanelConfig
 from magdi.protocol import ProtocolConfig
 
@@ -78,7 +78,9 @@ class DebateAccepted(BaseModel):
     debate_url: str
 
 
-class JobPublic(BaseModel):
+class JobPublic(JobRunCounters):
+    """A job, its progress and its runs' counters (`JobRunCounters`: null until a run has finished)."""
+
     id: str
     name: str
     dataset: str
