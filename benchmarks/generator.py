@@ -8,7 +8,7 @@
                                                                 # (MAGDI_NEO4J_URI or a throwaway server)
 
 All runs talk over HTTP to the same SIMULATED teacher panel (three recorded GSM8K models, see
-services/generator/teachers) with a FIXED latency per call and a per-model RPM quota, using the
+services/teachers) with a FIXED latency per call and a per-model RPM quota, using the
 same ReConcile prompts, so each debate makes the same calls in every run:
 
 - sequential: ReConcile's shape, one call at a time (questions, then rounds, then agents);
@@ -58,8 +58,8 @@ from services.generator.client import Endpoints
 from services.generator.engine import Engine
 from services.generator.protocols import ProtocolConfig, TurnRequest, build_protocol, parse_turn
 from services.generator.sinks import DebateSink, GraphSink, MemorySink
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.runner import TeacherPanelServer
+from services.teachers.config import PanelSimConfig
+from services.teachers.runner import TeacherPanelServer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.mags --questions 1319 --rounds 2 --out runs/mags/gsm8k-1319.jsonl
 
 The debates go through the real generator engine over HTTP to the simulated teacher panel
-(`services.generator.teachers`: three of the four recorded GSM8K models, the ReConcile protocol
+(`services.teachers`: three of the four recorded GSM8K models, the ReConcile protocol
 with its convincing samples), exactly as `magdi generate` runs them, but into memory instead of
 Neo4j, and are written with the lossless jsonl export (`magdi.formats.jsonl`) that the trainer
 reads (`data.source: jsonl:PATH`). The recorded solutions exist for the GSM8K *test* questions
@@ -29,8 +29,8 @@ from services.generator.client import Endpoints
 from services.generator.engine import Engine
 from services.generator.protocols import build_protocol, load_convincing
 from services.generator.sinks import MemorySink
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.runner import TeacherPanelServer
+from services.teachers.config import PanelSimConfig
+from services.teachers.runner import TeacherPanelServer
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K = REPO / "data" / "gsm8k"

@@ -34,8 +34,8 @@ from services.generator.client import Endpoints
 from services.generator.engine import Engine
 from services.generator.protocols import ProtocolConfig, build_protocol, load_convincing
 from services.generator.sinks import MemorySink
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.runner import TeacherPanelServer
+from services.teachers.config import PanelSimConfig
+from services.teachers.runner import TeacherPanelServer
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"

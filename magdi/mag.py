@@ -327,8 +327,22 @@ class JobSpec(_Model):
                           self.panel.model_dump(mode="json"), self.protocol.model_dump(mode="json"), *how)
 
 
-class Job(_Model):
-    """A stored job and its progress counters."""
+class JobRunCounters(_Model):
+    """What a job's runs met, summed over its finished runs; None until a run has recorded them."""
+
+    calls: int | None = Field(None, description="requests sent to the endpoints, retries included")
+    retries: int | None = Field(None, description="requests re-sent after a 5xx, timeout, reset or cut body")
+    rate_limit_waits: int | None = Field(None, description="429 responses waited out")
+    call_failures: int | None = Field(None, description="requests that failed (5xx, timeouts, resets)")
+    store_outages: int | None = Field(None, description="times writes were held while Neo4j was unreachable")
+    store_held_s: float | None = Field(None, description="seconds writes were held, over all outages")
+
+
+RUN_COUNTERS = tuple(JobRunCounters.model_fields)
+
+
+class Job(JobRunCounters):
+    """A stored job, its progress and its runs' counters."""
 
     id: str
     spec: JobSpec
@@ -344,6 +358,11 @@ class Job(_Model):
     lease_until: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def progress(self) -> float | None:
+        """(done + failed) / total; None while the total is unknown."""
+        return (self.done + self.failed) / self.total if self.total else None
 
 
 def canonical(debate: Debate) -> Debate:

@@ -22,23 +22,22 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    ValidationError,
     field_validator,
     model_serializer,
     model_validator,
 )
 
+from magdi.config_loading import Location, dotted, read_yaml, validate
 from magdi.errors import UserError
 
 if TYPE_CHECKING:
@@ -305,42 +304,29 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
     return out
 
 
-def _format_errors(source: str, exc: ValidationError, data: Any) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        where = ".".join(str(p) for p in loc) or "(top level)"
+def _label(data: Any) -> Callable[[Location], str]:
+    """Problems of an agent are shown under its name (`agent 'a': temperature`), not its index."""
+
+    def label(loc: Location) -> str:
+        where = dotted(loc)
         if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
             agents = data.get("agents") if isinstance(data, dict) else None
-            name = agents[loc[1]].get("name") if isinstance(agents, list) and isinstance(agents[loc[1]], dict) else None
+            agent = agents[loc[1]] if isinstance(agents, list) and loc[1] < len(agents) else None
+            name = agent.get("name") if isinstance(agent, dict) else None
             if name:
-                where = f"agent {name!r}: " + ".".join(str(p) for p in loc[2:])
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"  {where}: {message}")
-    return f"{source}: invalid panel config\n" + "\n".join(lines)
+                where = f"agent {name!r}: " + dotted(loc[2:])
+        return where
+
+    return label
 
 
 def parse_panel(data: Any, source: str = "panel") -> PanelConfig:
-    try:
-        return PanelConfig.model_validate(data)
-    except ValidationError as exc:
-        raise PanelError(_format_errors(source, exc, data)) from None
+    return validate(PanelConfig, data, source=source, what="panel config", error=PanelError, label=_label(data))
 
 
 def load_panel(path: str | Path) -> PanelConfig:
     """Read and validate a panel YAML file; PanelError with every problem found."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PanelError(f"{path}: no such panel file") from None
-    except yaml.YAMLError as exc:
-        raise PanelError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise PanelError(f"{path}: expected a mapping with an 'agents' list")
-    return parse_panel(data, str(path))
+    return parse_panel(read_yaml(path, what="panel file", error=PanelError), str(path))
 
 
 def resolve_keys(panel: PanelConfig, env: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from magdi.config_loading import ConfigError, read_yaml, suggest
 from magdi.errors import UserError
 from magdi.mag import repeated
 from magdi.panel import NAME_PATTERN, OPERATOR_FIELDS, AgentConfig, EndpointSettings, PanelConfig
@@ -49,6 +49,7 @@ Location = tuple[str | int, ...]
 # about the server's files beyond those the operator put under the root.
 DATA_PATH_REFUSED = "no readable data file or folder of that name under the server's data root"
 MAX_TREE_FILES = 100_000
+ENDPOINTS_FILE_KEYS = frozenset({"endpoints", "egress_allow"})
 _HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]*")  # a data folder (MATH) is walked to check it; bounded
 
 
@@ -116,12 +117,13 @@ class OperatorPolicy(BaseSettings):
             return data
         path = Path(data["endpoints_file"])
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"endpoints_file {path}: cannot read it ({exc})") from None
-        unknown = sorted(set(loaded) - {"endpoints", "egress_allow"}) if isinstance(loaded, dict) else ["(not a mapping)"]
+            loaded = read_yaml(path, what="endpoints file")
+        except ConfigError as exc:
+            raise ValueError(f"endpoints_file {exc}") from None
+        unknown = sorted(set(loaded) - ENDPOINTS_FILE_KEYS)
         if unknown:
-            raise ValueError(f"endpoints_file {path}: expected the keys endpoints and egress_allow, got {unknown}")
+            raise ValueError(f"endpoints_file {path}: unknown key {unknown[0]!r}"
+                             f"{suggest(unknown[0], sorted(ENDPOINTS_FILE_KEYS))}")
         data = dict(data)
         data["endpoints"] = [*(loaded.get("endpoints") or []), *(data.get("endpoints") or [])]
         data["egress_allow"] = [*_split(loaded.get("egress_allow")), *_split(data.get("egress_allow"))]

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from magdi.config_loading import load_settings
 from magdi.errors import UserError
 
 
@@ -66,4 +67,5 @@ class Neo4jNotConfigured(UserError, RuntimeError):
 
 @lru_cache
 def get_settings() -> Neo4jSettings:
-    return Neo4jSettings()
+    # MAGDI_ is every part's prefix, so other parts' variables are not unknown settings here
+    return load_settings(Neo4jSettings, check_env_names=False)

@@ -41,8 +41,8 @@ from magdi.store.graph_store import DebateFilter
 from magdi.store.jobs import JobStore
 from magdi.store.open import open_store
 from magdi.store.server import ManagedNeo4j
-from services.generator.teachers import PanelSimConfig
-from services.generator.teachers.runner import TeacherPanelServer
+from services.teachers import PanelSimConfig
+from services.teachers.runner import TeacherPanelServer
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "examples" / "data" / "gsm8k-sample"

@@ -107,6 +107,13 @@ def test_commands_exist_in_the_cli(name):
         assert result.exit_code == 0, f"{name}: `magdi {' '.join(sub)}` is not a command: {result.output}"
         for flag in (a.split("=")[0] for a in argv if a.startswith("--")):
             assert flag in result.output, f"{name}: `magdi {' '.join(sub)}` has no option {flag}"
+    elif argv[:3] == ["python", "-m", "services.teachers"]:
+        from services.teachers.cli import app as teachers_app
+
+        result = CliRunner().invoke(teachers_app, ["--help"], env={"COLUMNS": "200", "TERM": "dumb"})
+        assert result.exit_code == 0, result.output
+        for flag in (a.split("=")[0] for a in argv if a.startswith("--")):
+            assert flag in result.output, f"{name}: `python -m services.teachers` has no option {flag}"
         for a in argv:
             if a.startswith("/app/configs/"):
                 assert (REPO / a.removeprefix("/app/")).is_file(), f"{name}: {a} not in the repo"
@@ -255,7 +262,7 @@ def test_a_panel_points_at_the_compose_teachers():
     from urllib.parse import urlsplit
 
     from magdi.panel import load_panel
-    from services.generator.teachers.replay import RECORDED_MODELS
+    from services.teachers.replay import RECORDED_MODELS
 
     panel = load_panel(REPO / "configs" / "panels" / "compose-simulated.yaml")
     teachers = as_argv(SERVICES["teachers"]["command"])

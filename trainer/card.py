@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from magdi.config_loading import read_yaml
+
 CARD_FILE = "README.md"
 
 
@@ -34,7 +36,7 @@ def write_model_card(artifact_dir: Path) -> Path:
     """(Re)write `artifact_dir/README.md` from the artefact's files and its run's summaries."""
     artifact_dir = Path(artifact_dir)
     meta = _read_json(artifact_dir / "artifact.json") or {}
-    cfg = yaml.safe_load((artifact_dir / "trainer_config.yaml").read_text(encoding="utf-8"))
+    cfg = read_yaml(artifact_dir / "trainer_config.yaml", what="trainer config")
     run_dir = artifact_dir.parent
     summary = _read_json(run_dir / "train_summary.json") if (artifact_dir.name == "adapter") else None
     evaluation = _read_json(artifact_dir / "eval.json") or (

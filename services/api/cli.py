@@ -35,8 +35,8 @@ def serve(
 ) -> None:
     """Start the REST API (OpenAPI docs at /docs, viewer at /viewer/) with JSON logs on stderr."""
     import uvicorn
-    from pydantic import ValidationError
 
+    from magdi.config_loading import ConfigError
     from magdi.settings import Neo4jNotConfigured
     from services.api.deps import get_settings
     from services.api.main import create_app
@@ -45,10 +45,7 @@ def serve(
     try:
         settings = get_settings()
         settings.neo4j.resolve()
-    except ValidationError as exc:
-        typer.echo(f"error: invalid MAGDI_API_* setting: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}", err=True)
-        raise typer.Exit(2) from None
-    except Neo4jNotConfigured as exc:
+    except (ConfigError, Neo4jNotConfigured) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     if settings.insecure_dev and settings.token is None and not is_loopback(host):

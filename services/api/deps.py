@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from magdi.config_loading import load_settings
 from magdi.mag import DebateStatus
 from magdi.policy import PolicyError
 from magdi.store.graph_store import DebateFilter, GraphStore
@@ -20,7 +21,7 @@ from services.api.settings import ApiSettings
 @lru_cache
 def get_settings() -> ApiSettings:
     """Read once from the environment; `create_app(settings)` and tests override this dependency."""
-    return ApiSettings()
+    return load_settings(ApiSettings)
 
 
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]

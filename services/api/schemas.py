@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from magdi.datasets import FORMATS
-from magdi.mag import Agent, DebateStatus, JobStatus, ParseStatus, TaskType
+from magdi.mag import Agent, DebateStatus, JobRunCounters, JobStatus, ParseStatus, TaskType
 from magdi.panel import NAME_PATTERN, PanelConfig
 from magdi.protocol import ProtocolConfig
 
@@ -82,7 +82,9 @@ class DebateAccepted(BaseModel):
     debate_url: str
 
 
-class JobPublic(BaseModel):
+class JobPublic(JobRunCounters):
+    """A job, its progress and its runs' counters (`JobRunCounters`: null until a run has finished)."""
+
     id: str
     name: str
     dataset: str
@@ -116,6 +118,7 @@ class DebateSummary(BaseModel):
     job_id: str | None = None
     dataset: str
     question_id: str
+    question_text: str | None = Field(None, description="the question as asked (null if it is not stored)")
     protocol: str
     status: DebateStatus
     team_answer: str | None = None

@@ -41,6 +41,8 @@ class ApiSettings(BaseSettings):
     cypher_max_bytes: int = Field(8 * 2**20, ge=1024, description="JSON size cap of a Cypher result")
     default_page_limit: int = Field(50, ge=1)
     max_page_limit: int = Field(500, ge=1, description="a larger ?limit= is a 422")
+    search_window: int = Field(2000, ge=1, le=100_000, description="debates one GET /v1/debates?q= request "
+                               "reads at most (the search is a bounded scan; next_cursor goes on)")
     export_batch_size: int = Field(256, ge=1, le=10_000, description="MAGs per Neo4j page while streaming")
     import_timeout_s: float = Field(300.0, gt=0, description="timeout of the one import transaction")
     cypher_max_concurrent: int = Field(8, ge=1, description="Cypher queries running at once (429 beyond), so "

@@ -1,12 +1,10 @@
-"""`magdi generate`, `magdi worker` and `magdi teachers serve`.
+"""`magdi generate` and `magdi worker`.
 
     magdi generate --panel configs/panels/simulated.yaml --dataset gsm8k \
         --data data/gsm8k/test.jsonl --limit 30 --job demo \
         --convincing data/convincing
     magdi generate ... --job demo --resume          # continue after a crash or Ctrl-C
     magdi worker                                    # claim jobs queued through the API
-    magdi teachers serve --solutions data/gsm8k/model_solutions.jsonl \
-        --questions data/gsm8k/test.jsonl --port 8901
 
 Only typer, the standard library and the core's protocol config (for its defaults) are imported
 here at module level (the core CLI imports this module in every image); the generator's
@@ -25,9 +23,6 @@ _PROTOCOL = ProtocolConfig()  # the options below show the core's defaults, neve
 def register(app: typer.Typer) -> None:
     app.command()(generate)
     app.command()(worker)
-    teachers = typer.Typer(no_args_is_help=True, help="The SIMULATED teacher panel (replays recorded outputs).")
-    teachers.command("serve")(teachers_serve)
-    app.add_typer(teachers, name="teachers")
 
 
 def generate(
@@ -76,38 +71,3 @@ def worker(
     from services.generator.commands import run_worker
 
     run_worker(once=once, concurrency=concurrency)
-
-
-def teachers_serve(
-    solutions: Path = typer.Option(..., exists=True, dir_okay=False,
-                                   help="gsm8k model_solutions.jsonl (the recorded outputs), e.g. "
-                                        "data/gsm8k/model_solutions.jsonl"),
-    questions: Path = typer.Option(..., exists=True, dir_okay=False,
-                                   help="the line-aligned gsm8k test.jsonl, e.g. data/gsm8k/test.jsonl"),
-    host: str = typer.Option("127.0.0.1"),
-    port: int = typer.Option(8901),
-    seed: int = typer.Option(0),
-    model: list[str] = typer.Option([], help="serve only these recorded models (repeat)"),
-    alias: list[str] = typer.Option([], help="NAME=RECORDED_MODEL extra model name (repeat)"),
-    latency: float = typer.Option(0.0, help="fixed delay per answer, seconds"),
-    latency_jitter: float = typer.Option(0.0, help="extra uniform delay, seconds"),
-    rpm_limit: int | None = typer.Option(None, help="requests per model per minute (429 beyond)"),
-    tpm_limit: int | None = typer.Option(None, help="tokens per model per minute (429 beyond)"),
-    error_rate: float = typer.Option(0.0, help="P(500/502/503)"),
-    timeout_rate: float = typer.Option(0.0, help="P(hang for --hang-s)"),
-    hang_s: float = typer.Option(30.0),
-    malformed_rate: float = typer.Option(0.0, help="P(content that is not valid JSON)"),
-    empty_rate: float = typer.Option(0.0, help="P(empty content)"),
-    truncated_body_rate: float = typer.Option(0.0, help="P(HTTP body cut in the middle)"),
-    wrong_usage_rate: float = typer.Option(0.0, help="P(usage missing or negative)"),
-    reset_rate: float = typer.Option(0.0, help="P(connection dropped mid-body)"),
-    down_model: list[str] = typer.Option([], help="model that always answers 503 (repeat)"),
-) -> None:
-    """Serve the SIMULATED OpenAI-compatible teacher panel (replayed GSM8K outputs, fault injection)."""
-    from services.generator.commands import run_teachers
-
-    run_teachers(solutions=solutions, questions=questions, host=host, port=port, seed=seed, models=model,
-                 aliases=alias, latency_s=latency, latency_jitter_s=latency_jitter, rpm_limit=rpm_limit,
-                 tpm_limit=tpm_limit, error_rate=error_rate, timeout_rate=timeout_rate, hang_s=hang_s,
-                 malformed_rate=malformed_rate, empty_rate=empty_rate, truncated_body_rate=truncated_body_rate,
-                 wrong_usage_rate=wrong_usage_rate, reset_rate=reset_rate, down_models=down_model)

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from magdi import redact
 from magdi.cli.common import console, fail, store_or_exit, user_errors
+from magdi.config_loading import load_settings
 from magdi.datasets import default_format, load_questions
 from magdi.mag import JobStatus
 from magdi.panel import load_panel
@@ -167,7 +168,6 @@ def run_worker(*, once: bool, concurrency: int | None) -> None:
     overrides: dict[str, Any] = {"once": once} if once else {}
     if concurrency:
         overrides["concurrency"] = concurrency
-    settings = GeneratorSettings(**overrides)
     redact.install()
     # The worker's own lines (claims, finishes, failures) at INFO without -v; with -v the
     # project's loggers go to DEBUG while the driver's and HTTP clients' traffic stays quiet.
@@ -175,24 +175,6 @@ def run_worker(*, once: bool, concurrency: int | None) -> None:
     if project.getEffectiveLevel() > logging.INFO:
         project.setLevel(logging.INFO)
     with user_errors():
-        code = worker.main(settings)
+        code = worker.main(load_settings(GeneratorSettings, **overrides))
     if code:
         raise typer.Exit(code)
-
-
-def run_teachers(*, solutions: Path, questions: Path, host: str, port: int, aliases: list[str],
-                 **knobs: Any) -> None:
-    from services.generator.teachers.config import PanelSimConfig
-    from services.generator.teachers.server import serve
-
-    alias_map = {}
-    for item in aliases:
-        name, sep, target = item.partition("=")
-        if not sep or not name or not target:
-            raise fail(f"--alias expects NAME=MODEL, got {item!r}")
-        alias_map[name] = target
-    knobs["models"] = knobs.get("models") or None
-    with user_errors():
-        config = PanelSimConfig(solutions_path=solutions, questions_path=questions, aliases=alias_map, **knobs)
-    console.print("[bold yellow]SIMULATED[/] teacher panel: replayed outputs, not a language model", markup=True)
-    serve(config, host, port)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -27,6 +28,7 @@ from typing import Any
 from magdi import redact
 from magdi.errors import UserError
 from magdi.mag import DebateStatus, JobSpec, JobStatus
+from magdi.retry import Hold, retry_while
 from magdi.store.batches import BatchRecord, BatchStore
 from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
@@ -125,31 +127,43 @@ class LeaseKeeper:
 
     async def _renew_until_lost(self) -> None:
         first = True
-        failing_since: float | None = None
         while not self.lost:
             if not first:  # renew at once: setting up the run may have used part of the lease
-                await asyncio.sleep(self.every_s if failing_since is None else min(self.every_s, 2.0))
+                await asyncio.sleep(self.every_s)
             first = False
-            sent = time.monotonic()
+            hold = Hold()  # since the first failed renewal was sent
             try:
-                ok = await asyncio.get_running_loop().run_in_executor(
-                    self._thread, self.jobs.renew, self.job_id, self.worker, self.lease_s)
-            except Exception as exc:  # noqa: BLE001 - Neo4j down or restarting: the lease is unknown, not lost
-                failing_since = failing_since or sent
-                expired = time.monotonic() > self.valid_until
-                logger.warning("job %s: lease renewal failed (%s)%s", self.job_id, exc,
-                               "; writes are held until it succeeds" if expired else "; retrying")
-                if expired and time.monotonic() - failing_since > self.outage_s:
-                    self._lose(f"lease could not be renewed for {self.outage_s:.0f} s")
+                retry_s = min(self.every_s, 2.0)
+                ok, sent = await retry_while(functools.partial(self._renew_once, hold), transient=lambda exc: True,
+                                             hold=hold, give_up=self._gives_up, delay_s=retry_s, max_delay_s=retry_s)
+            except Exception:  # noqa: BLE001 - logged by _renew_once
+                self._lose(f"lease could not be renewed for {self.outage_s:.0f} s")
                 continue
             if not ok:
                 self._lose("the job was cancelled or taken by another worker")
                 continue
-            if failing_since is not None:
+            if hold.since is not None:
                 logger.warning("job %s: lease renewed after %.1f s of failed renewals; writing resumes",
-                               self.job_id, time.monotonic() - failing_since)
-                failing_since = None
+                               self.job_id, hold.held_s)
             self.valid_until = sent + self.lease_s - self.margin_s
+
+    async def _renew_once(self, hold: Hold) -> tuple[bool, float]:
+        """One renewal: (still ours, when it was sent). A failure (Neo4j down or restarting) leaves
+        the lease unknown, not lost: it is retried while the lease is valid and `store_outage_s` after."""
+        sent = time.monotonic()
+        try:
+            ok = await asyncio.get_running_loop().run_in_executor(
+                self._thread, self.jobs.renew, self.job_id, self.worker, self.lease_s)
+        except Exception as exc:
+            hold.start(sent)
+            expired = time.monotonic() > self.valid_until
+            logger.warning("job %s: lease renewal failed (%s)%s", self.job_id, exc,
+                           "; writes are held until it succeeds" if expired else "; retrying")
+            raise
+        return ok, sent
+
+    def _gives_up(self, hold: Hold) -> bool:
+        return time.monotonic() > self.valid_until and hold.held_s > self.outage_s
 
 
 @dataclass
@@ -361,9 +375,7 @@ def _add_call_counters(jobs: JobStore, job_id: str, endpoints: Endpoints, writer
               "call_failures": sum(e.failures for e in endpoints.all()) + batch.lines_failed,
               "store_outages": writer.outages, "store_held_s": round(writer.held_s, 1)}
     try:
-        jobs.store._run(lambda t: t.run(
-            "MATCH (j:Job {id: $id}) SET " + ", ".join(f"j.{k} = coalesce(j.{k}, 0) + ${k}" for k in totals),
-            id=job_id, **totals).consume(), write=True)
+        jobs.add_run_counters(job_id, totals)
     except Exception as exc:  # noqa: BLE001 - counters are informative; finishing the job matters more
         logger.warning("job %s: could not store call counters: %s", job_id, exc)
 

@@ -11,6 +11,7 @@ from functools import lru_cache
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from magdi.config_loading import load_settings
 from magdi.policy import OperatorPolicy
 
 
@@ -52,4 +53,4 @@ class GeneratorSettings(BaseSettings):
 
 @lru_cache
 def get_settings() -> GeneratorSettings:
-    return GeneratorSettings()
+    return load_settings(GeneratorSettings)

@@ -20,6 +20,7 @@ from typing import Protocol
 from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
 
 from magdi.mag import Debate, DebateStatus, Response
+from magdi.retry import Hold, retry_while
 from magdi.store.connection import is_transaction_timeout
 from magdi.store.graph_store import DebateFilter, GraphStore
 
@@ -188,34 +189,29 @@ class GroupWriter:
 
     async def _commit(self, debates: list[Debate]) -> None:
         """Write one batch; hold it (gate closed or store unreachable) for up to `outage_s`."""
-        held_since: float | None = None
-        delay = 0.5
-        while True:
+        hold = Hold()
+
+        async def attempt() -> None:
             if self.gate is not None:
                 started = time.monotonic()
-                if await self.gate() and held_since is None:  # the lease was being re-validated
-                    held_since = started
-            try:
-                await asyncio.to_thread(self.sink.save_many, debates)
-            except Exception as exc:
-                now = time.monotonic()
-                if is_store_outage(exc):
-                    held_since = now if held_since is None else held_since
-                    if now - held_since < self.outage_s:
-                        logger.warning("store unavailable (%s: %s); holding %d debate(s), retrying for up to "
-                                       "%.0f s more", type(exc).__name__, exc, len(debates),
-                                       self.outage_s - (now - held_since))
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 5.0)
-                        continue
-                if held_since is not None:
-                    self._count_hold(held_since)
-                raise
-            if held_since is not None:
-                self._count_hold(held_since)
-                logger.warning("store is back; %d debate(s) held for %.1f s written",
-                               len(debates), time.monotonic() - held_since)
-            return
+                if await self.gate():  # the lease was being re-validated
+                    hold.start(started)
+            await asyncio.to_thread(self.sink.save_many, debates)
+
+        def on_retry(exc: Exception, hold: Hold) -> None:
+            logger.warning("store unavailable (%s: %s); holding %d debate(s), retrying for up to %.0f s more",
+                           type(exc).__name__, exc, len(debates), self.outage_s - hold.held_s)
+
+        try:
+            await retry_while(attempt, transient=is_store_outage, hold=hold,
+                              give_up=lambda h: h.held_s >= self.outage_s, on_retry=on_retry)
+        except Exception:
+            if hold.since is not None:
+                self._count_hold(hold.since)
+            raise
+        if hold.since is not None:
+            self._count_hold(hold.since)
+            logger.warning("store is back; %d debate(s) held for %.1f s written", len(debates), hold.held_s)
 
     def _count_hold(self, since: float) -> None:
         # one writer task commits one batch at a time, so one held batch is one outage

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import neo4j
@@ -15,6 +17,12 @@ from repo_data import DATA_DIR
 
 from magdi.policy import Endpoint, OperatorPolicy
 
+# Debian's chromium (`make browser`), driven by playwright in the viewer tests
+CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
+                 if p and Path(p).exists()), None)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+REPO_TESTS = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TEST_HOSTS = ["testserver", "127.0.0.1", "localhost"]  # TestClient's Host header, and uvicorn on loopback
@@ -107,3 +115,7 @@ def png_pixels(data: bytes) -> list[tuple[int, ...]]:
         pixels += [tuple(line[x:x + 3]) for x in range(0, stride, bpp)]
         prev = line
     return pixels
+
+
+def near(pixel: tuple[int, ...], rgb: tuple[int, int, int], tolerance: int = 12) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, rgb, strict=True))

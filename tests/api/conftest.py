@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from api_helpers import POLICY, TEST_HOSTS, TOKEN
+from api_helpers import CHROMIUM, CHROMIUM_ARGS, POLICY, TEST_HOSTS, TOKEN, serve
 from fastapi.testclient import TestClient
 
 from magdi.settings import Neo4jSettings
@@ -69,3 +69,37 @@ PANEL = {"name": "sim", "agents": [
 @pytest.fixture
 def panel() -> dict[str, Any]:
     return {"name": PANEL["name"], "agents": [dict(a) for a in PANEL["agents"]]}
+
+
+@pytest.fixture
+def browser():  # noqa: ANN201 - playwright's Browser
+    """Debian's headless Chromium through playwright; closed at teardown, also when the test fails."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def open_page(api_settings, browser):  # noqa: ANN001, ANN201
+    """open_page(path, width) -> a loaded page of an open-reads API; script errors and dialogs are recorded."""
+    with serve(create_app(api_settings.model_copy(update={"open_reads": True}))) as base:
+        pages = []
+
+        def open_(path: str, width: int = 1400) -> Any:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.problems = []
+            page.on("console", lambda m: page.problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: page.problems.append(str(e)))
+            page.on("dialog", lambda d: (page.problems.append(f"dialog: {d.message}"), d.dismiss()))
+            page.goto(base + path)
+            pages.append(page)
+            return page
+
+        yield open_
+        for page in pages:
+            page.close()

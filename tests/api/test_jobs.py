@@ -43,8 +43,8 @@ def test_create_get_and_list_jobs(client, store, panel):
 def test_job_list_pages_with_a_cursor(client, store, panel):
     for i in range(7):
         assert client.post("/v1/jobs", json=job_body(panel, name=f"page{i}"), headers=AUTH).status_code == 202
-    store._run(lambda t: t.run("MATCH (j:Job) WHERE j.id IN ['job-page2', 'job-page3', 'job-page4'] "
-                               "SET j.created_at = datetime('2030-01-01T00:00:00.123456789Z')"), write=True)
+    store.rows("MATCH (j:Job) WHERE j.id IN ['job-page2', 'job-page3', 'job-page4'] "
+               "SET j.created_at = datetime('2030-01-01T00:00:00.123456789Z')", write=True)
     seen, cursor = [], None
     while True:
         params = {"limit": 2, **({"cursor": cursor} if cursor else {})}

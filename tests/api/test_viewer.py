@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
-from api_helpers import TOKEN, png_pixels, serve
+from api_helpers import CHROMIUM, TOKEN, near, png_pixels, serve
 
 from magdi.mag import Debate, ParseStatus, Response
 from services.api.main import create_app
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser"))
-                 if p and Path(p).exists()), None)
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-GREEN, RED, GREY = (0x2E, 0x9D, 0x4F), (0xD6, 0x45, 0x41), (0x9A, 0xA0, 0xA6)
+GREEN, RED, AMBER = (0x2E, 0x9D, 0x4F), (0xD6, 0x45, 0x41), (0xC7, 0x7C, 0x02)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (install Debian's: `make browser`)")
 
@@ -32,18 +25,6 @@ def mag(store, make_debate) -> Debate:
     d = d.model_copy(update={"responses": responses, "edges": edges})
     store.write_debates([d, make_debate(6, job_id="job-view")])
     return d
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
 
 
 def test_debate_page_draws_the_mag_and_shows_a_node(api_settings, mag, browser, tmp_path):
@@ -74,8 +55,8 @@ def test_debate_page_draws_the_mag_and_shows_a_node(api_settings, mag, browser, 
         shot = tmp_path / "mag.png"
         page.locator("svg#mag").screenshot(path=str(shot))
         pixels = png_pixels(shot.read_bytes())
-        counts = {name: sum(1 for p in pixels if _near(p, rgb)) for name, rgb in
-                  (("green", GREEN), ("red", RED), ("grey", GREY))}
+        counts = {name: sum(1 for p in pixels if near(p, rgb)) for name, rgb in
+                  (("green", GREEN), ("red", RED), ("amber: invalid", AMBER))}
         assert all(n > 200 for n in counts.values()), counts  # every colour drawn: not a blank image
         assert len(set(pixels)) > 10
         unexpected = [e for e in errors if "status of 401" not in e]  # the first, token-less load
@@ -98,10 +79,6 @@ def test_list_page_filters_and_links_to_debates(api_settings, mag, browser):
         page.click(f"a[href='/viewer/debates/{mag.id}']")
         page.wait_for_selector("body[data-loaded=true]")
         assert page.locator("svg#mag circle.node").count() == 9
-
-
-def _near(pixel: tuple[int, ...], rgb: tuple[int, int, int]) -> bool:
-    return all(abs(a - b) <= 12 for a, b in zip(pixel, rgb, strict=True))
 
 
 def test_node_labels_show_whole_answers_and_the_panel_prints_no_null(api_settings, store, make_debate, browser):
@@ -149,3 +126,42 @@ def test_api_docs_render_with_every_other_origin_blocked(api_settings, browser):
         page.wait_for_selector(".swagger-ui .opblock", timeout=20_000)
         assert page.locator(".swagger-ui .opblock").count() == operations
         assert not blocked, blocked
+
+
+def test_list_shows_each_question_and_a_search_box_that_fits_800_px(api_settings, store, make_debate, browser,
+                                                                   tmp_path):
+    """The list shows each question (as text, HTML and all) and searches it on the server; with a
+    window of 2 debates per request, one click still walks the windows until the matches are found."""
+    texts = ["Janet's ducks lay 16 eggs per day.", "A robe takes 2 bolts of blue fiber.",
+             "Josh decides to try flipping a house.", "<b>Janet</b> & her ducks <script>x()</script>",
+             "James decides to run 3 sprints 3 times a week."]
+    debates = []
+    for i, text in enumerate(texts):
+        d = make_debate(20 + i, job_id="job-list")
+        q = d.question.model_copy(update={"text": text, "qid": f"q{i}"})
+        debates.append(d.model_copy(update={"question": q}))
+    store.write_debates(debates)
+    settings = api_settings.model_copy(update={"open_reads": True, "search_window": 2})
+    with serve(create_app(settings)) as base:
+        page = browser.new_page(viewport={"width": 800, "height": 900})
+        page.goto(f"{base}/viewer/")
+        page.wait_for_selector("#debates tbody tr")
+        links = page.locator("#debates td.question a")
+        assert sorted(links.all_text_contents()) == sorted(texts)  # the question, not only an id
+        assert page.locator("#debates b, #debates script").count() == 0
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 800
+        page.screenshot(path=str(tmp_path / "list-800.png"), full_page=True)  # kept for a person to look at
+
+        page.fill("input[name=q]", "DUCKS")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector("#status:has-text('2 debate(s)')")
+        assert "q=DUCKS" in page.url
+        assert sorted(links.all_text_contents()) == sorted(t for t in texts if "ducks" in t)
+        page.fill("input[name=q]", debates[2].id[2:14])  # a piece of a debate id
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector("#status:has-text('1 debate(s)')")
+        assert links.all_text_contents() == [texts[2]]
+        page.fill("input[name=q]", "no such question")
+        page.click("#filters button[type=submit]")
+        page.wait_for_selector("#status:has-text('no debates match')")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 800

@@ -30,8 +30,8 @@ def gsm8k(public_data: Callable[..., Path]) -> dict[str, Path]:
 @pytest.fixture
 def start_panel(gsm8k: dict[str, Path], tmp_path: Path) -> Iterator[Callable[..., Panel]]:
     """start_panel(window_s=None, **PanelSimConfig knobs) -> Panel; all stopped at teardown."""
-    from services.generator.teachers.config import PanelSimConfig
-    from services.generator.teachers.runner import free_port
+    from services.teachers.config import PanelSimConfig
+    from services.teachers.runner import free_port
 
     started: list[Panel] = []
 

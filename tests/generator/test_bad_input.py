@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
-from services.generator.teachers.runner import free_port
+from services.teachers.runner import free_port
 
 runner = CliRunner()
 

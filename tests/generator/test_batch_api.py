@@ -31,9 +31,9 @@ from services.generator.batch_api import (
     submit,
     wait,
 )
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.replay import ReplayBank
-from services.generator.teachers.runner import TeacherPanelServer
+from services.teachers.config import PanelSimConfig
+from services.teachers.replay import ReplayBank
+from services.teachers.runner import TeacherPanelServer
 
 DATA = DATA_DIR / "gsm8k"
 BASE = {"solutions_path": DATA / "model_solutions.jsonl", "questions_path": DATA / "test.jsonl", "seed": 5}
@@ -177,7 +177,7 @@ def test_failed_lines_are_retried_in_new_batches_until_all_succeed(panel: Teache
 
 
 def test_expired_lines_and_a_failed_batch_come_back_as_failed_results(bank: ReplayBank) -> None:
-    from services.generator.teachers.server import create_app
+    from services.teachers.server import create_app
 
     async def go() -> None:
         app = create_app(PanelSimConfig(**BASE, batch_completion_s=2.0, batch_expiry_s=0.9), bank=bank)

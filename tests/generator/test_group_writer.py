@@ -48,7 +48,7 @@ def test_a_real_transaction_timeout_counts_as_an_outage(store) -> None:  # noqa:
     """A server just back from a restart can take longer than the query timeout to commit."""
     slow = "UNWIND range(1, 2000000000) AS x WITH x WHERE x % 7 = 3 RETURN count(*) AS n"
     with pytest.raises(Neo4jError) as caught:
-        store._run(lambda t: t.run(slow).consume(), timeout=0.5)
+        store.rows(slow, timeout_s=0.5)
     assert is_store_outage(caught.value), caught.value.code
 
 

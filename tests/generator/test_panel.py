@@ -37,7 +37,7 @@ def test_example_panels_are_valid_and_fully_commented() -> None:
 
 
 def test_simulated_panel_uses_three_recorded_models() -> None:
-    from services.generator.teachers import RECORDED_MODELS
+    from services.teachers import RECORDED_MODELS
 
     panel = load_panel(REPO / "configs" / "panels" / "simulated.yaml")
     assert all(a.model in RECORDED_MODELS for a in panel.agents) and all(a.is_local for a in panel.agents)

@@ -12,7 +12,7 @@ from magdi.mag import Agent, Debate, ParseStatus, Question, Response, TaskType
 from services.generator.protocols import ProtocolConfig, build_protocol, load_convincing, parse_turn, prompts
 from services.generator.protocols.base import visible_sources
 from services.generator.protocols.prompts import Shown
-from services.generator.teachers.policy import parse_debate
+from services.teachers.policy import parse_debate
 
 AGENTS = ["a", "b", "c"]
 Q = Question(dataset="gsm8k", qid="7", text="What is 9 + 9?", task=TaskType.NUMBER, gold_answer="18")

@@ -73,7 +73,7 @@ def names(i: int) -> list[str]:
 @pytest.fixture(scope="module")
 def matrix_panel(gsm8k: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Panel]:
     """ONE simulated panel for every row: each row talks to its own aliases, which carry its faults."""
-    from services.generator.teachers.config import PanelSimConfig
+    from services.teachers.config import PanelSimConfig
 
     aliases, per_model, down = {}, {}, []
     for i, (fault, (_, knobs, first_only, _, _)) in enumerate(ROWS.items()):

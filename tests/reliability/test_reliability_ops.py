@@ -117,6 +117,37 @@ def test_jobs_list_and_status(store: GraphStore, neo4j_env, start_panel, gsm8k: 
     assert missing.exit_code == 1 and "no job named 'nope'" in missing.output
 
 
+def test_the_api_shows_the_counters_of_a_job_that_ran(store: GraphStore, neo4j_env, start_panel,  # noqa: ANN001
+                                                      gsm8k: dict[str, Path]) -> None:
+    """The endpoint and store counters a run records are fields of the job, in the API as in the CLI."""
+    from fastapi.testclient import TestClient
+
+    from services.api.main import create_app
+    from services.api.settings import ApiSettings
+
+    sim = start_panel(window_s=1.0, latency_s=0.01, error_rate=0.3, rpm_limit=3)
+    job_id = run_small_job(store, sim.base_url, gsm8k, "counted")
+    idle = build_spec(name="idle", dataset="gsm8k", data_path=str(gsm8k["test"]), data_format="gsm8k", offset=0, limit=1,
+                      panel=parse_panel(panel_dict(sim.base_url)), protocol=ProtocolConfig(max_rounds=1))
+    JobStore(store).create(idle, total=1)
+    counters = ("calls", "retries", "rate_limit_waits", "call_failures", "store_outages", "store_held_s")
+    token = "ops-token-0123456789abcdef"
+    with TestClient(create_app(ApiSettings(token=token, neo4j=neo4j_env)), base_url="http://localhost") as client:
+        auth = {"Authorization": f"Bearer {token}"}
+        ran = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
+        never_ran = client.get("/v1/jobs/idle", headers=auth).json()
+        listed = {j["id"]: j for j in client.get("/v1/jobs", headers=auth).json()["items"]}
+    faults = sim.stats()["faults"]
+    assert ran["retries"] >= faults.get("server_error", 0) > 0, (ran, faults)
+    assert ran["rate_limit_waits"] == faults.get("rate_limited", 0) > 0, (ran, faults)
+    assert ran["calls"] >= ran["retries"] + ran["rate_limit_waits"] and ran["call_failures"] >= ran["retries"]
+    assert (ran["store_outages"], ran["store_held_s"]) == (0, 0)
+    assert {k: listed[job_id][k] for k in counters} == {k: ran[k] for k in counters}
+    shown = json.loads(cli("jobs", "status", "counted", "--format", "json").output)
+    assert {k: shown[k] for k in counters} == {k: ran[k] for k in counters}, "one job model, one view"
+    assert all(never_ran[k] is None for k in counters), never_ran  # nothing recorded until a run finishes
+
+
 def test_migrations_are_idempotent_and_upgrade_a_version_0_database(store: GraphStore) -> None:
     driver = store.driver
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
+from magdi.store.eval_runs import EvalRuns
 from trainer.data import MAGStream, make_loader
 from trainer.evaluate import DecodeOptions, EvalItem, evaluate
 from trainer.graphs import GraphSpec
-from trainer.results import get_eval_run
 from trainer.sources import JsonlSource, Neo4jSource
 
 
@@ -54,11 +54,11 @@ def test_eval_writes_eval_json_and_an_evalrun_linked_to_each_question(store, tra
     store.write_debates([synth(0)])  # one question already stored, two created by the run
     report = evaluate(result.artifact_dir, [EvalItem(q, 120.0) for q in questions],
                       opts=DecodeOptions(max_new_tokens=8, batch_size=2), dataset="gsm8k", split="test",
-                      out_dir=tmp_path, driver=store.driver)
+                      out_dir=tmp_path, store=store)
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["id"] == report.id and saved["n"] == 3 and 0.0 <= saved["accuracy"] <= 1.0
     assert saved["mean_output_tokens"] <= 8 and saved["token_ratio"] == 120.0 / saved["mean_output_tokens"]
-    stored = get_eval_run(store.driver, report.id)
+    stored = EvalRuns(store).get(report.id)
     run = stored["run"]
     for key in ("model", "adapter_path", "config_json", "dataset", "split", "accuracy", "mean_output_tokens",
                 "token_ratio", "n", "created_at"):
@@ -86,5 +86,5 @@ def test_cli_eval_on_the_held_out_split_stores_the_run(neo4j_env, store, trained
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["split"] == "test" and report["n"] == 3 and report["token_ratio"] is not None
     assert all(item["debate_tokens"] for item in report["items"])  # the test questions' own debates
-    assert get_eval_run(store.driver, report["id"])["run"]["n"] == 3
+    assert EvalRuns(store).get(report["id"])["run"]["n"] == 3
     assert Path(report["adapter_path"]) == result.artifact_dir.resolve()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -126,7 +125,7 @@ def test_rerunning_a_finished_run_trains_nothing_and_starting_over_replaces_it(t
     assert steps() == [1, 2, 3]  # no step logged twice
     caplog.clear()
     with caplog.at_level("WARNING"):
-        over = train(replace(cfg, run=replace(cfg.run, resume=False)))
+        over = train(cfg.model_copy(update={"run": cfg.run.model_copy(update={"resume": False})}))
     assert over.action == "started" and "starting over" in caplog.text and steps() == [1, 2, 3]
     assert [h["loss"] for h in over.history] == pytest.approx([h["loss"] for h in first.history])
 
@@ -147,3 +146,24 @@ def test_reference_mode_trains(tiny_config, synth, write_jsonl) -> None:
 
 def test_linear_schedule_with_warmup() -> None:
     assert [round(lr_factor(s, 2, 6), 3) for s in range(7)] == [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_the_loss_curve_on_a_fixed_seed_is_pinned(tiny_config, synth, write_jsonl) -> None:
+    """Refactors of the loop (setup / fit / save) must not change a single number: every step's losses,
+    learning rate and gradient norm of a seeded tiny run, computed on the code before the split into steps."""
+    cfg = tiny_config(write_jsonl([synth(i) for i in range(8)]), "optim.batch_size=2", "optim.grad_accum=2",
+                      "optim.max_steps=4", "optim.warmup_steps=1", "lora.dropout=0.1", "data.shuffle_buffer=3")
+    history = train(cfg).history
+    got = [[round(h[k], 7) for k in PINNED_KEYS] for h in history]
+    assert len(got) == len(PINNED_CURVE)
+    for step, (row, expected) in enumerate(zip(got, PINNED_CURVE, strict=True), start=1):
+        assert row == pytest.approx(expected, rel=1e-6, abs=1e-6), (step, dict(zip(PINNED_KEYS, row, strict=True)))
+
+
+PINNED_KEYS = ("loss", "nll", "node", "rank", "lr", "grad_norm")
+PINNED_CURVE = [  # computed on the single-function loop (commit fd75c01), torch CPU fp32
+    [7.0983915, 5.989747, 1.0104456, 0.9819853, 0.001, 2.9713452],
+    [6.9970589, 5.9927034, 0.9077501, 0.9660503, 0.0006667, 2.9918022],
+    [6.8635712, 5.9946232, 0.7799215, 0.8902637, 0.0003333, 1.3417892],
+    [6.9477243, 5.9911842, 0.8720994, 0.8444068, 0.0, 3.0522952],
+]

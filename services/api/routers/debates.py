@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from magdi import ids
 from magdi.policy import PolicyError
-from magdi.store.graph_store import InvalidCursor, Page
+from magdi.store.graph_store import InvalidCursor
 from magdi.store.jobs import JobConflict
+from services.api.debate_list import list_page
 from services.api.deps import (
     FilterDep,
     JobsDep,
@@ -27,7 +28,6 @@ from services.api.schemas import (
     DebateCreate,
     DebatePublic,
     DebatesPage,
-    DebateSummary,
     ErrorOut,
 )
 from services.api.views import debate_public, debate_spec
@@ -62,13 +62,16 @@ def create_debate(body: DebateCreate, jobs: JobsDep, settings: SettingsDep, resp
 
 @router.get("", dependencies=[ReadAccess], responses={404: {"model": ErrorOut, "description": "unknown job"},
                                                      422: {"model": ErrorOut}})
-def list_debates(store: StoreDep, flt: FilterDep, limit: PageLimit, cursor: str | None = None) -> DebatesPage:
-    """Debate summaries in id order, filtered, keyset-paginated (`next_cursor`)."""
+def list_debates(store: StoreDep, flt: FilterDep, limit: PageLimit, settings: SettingsDep, cursor: str | None = None,
+                 q: Annotated[str | None, Query(max_length=200, description=(
+                     "search: question text, debate id or record id contains this (any case). A bounded scan: "
+                     "one request reads at most MAGDI_API_SEARCH_WINDOW debates, so a page may hold fewer "
+                     "than `limit` items and still have a next_cursor"))] = None) -> DebatesPage:
+    """Debate summaries (with the question text) in id order, filtered, keyset-paginated (`next_cursor`)."""
     try:
-        page: Page = store.list_debates(flt, limit=limit, cursor=cursor)
+        return list_page(store, flt, limit=limit, cursor=cursor, search=q, search_window=settings.search_window)
     except InvalidCursor as exc:
         raise field_error("query", "cursor", str(exc)) from None
-    return DebatesPage(items=[DebateSummary.model_validate(i) for i in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{debate_id}", dependencies=[ReadAccess], responses={404: {"model": ErrorOut}})

@@ -1,110 +1,110 @@
-// Draws one MAG as SVG: agents as rows, rounds as columns, INFORMS edges as lines.
+// The debate page: the question card, the MAG (graph.js) and the side panel of the clicked node,
+// which shows what the agent was shown (its prompt, message by message) and every raw output.
 "use strict";
 
-const SVG_NS = "http://www.w3.org/2000/svg";
-const COLOURS = { 1: "#2e9d4f", 0: "#d64541", 2: "#9aa0a6" };  // label: correct, incorrect, absent/invalid
-const GEOMETRY = { left: 150, top: 50, dx: 170, dy: 90, r: 20 };
-// An answer label sits under its node and gets the width between two rounds (dx): about 20
-// characters at 11px. A longer answer ends in an ellipsis; the node's tooltip and the side panel
-// always show it in full.
-const LABEL_MAX = 20;
-
-function answerLabel(answer) {
-  const chars = Array.from(answer ?? "");  // code points: never cut a character in half
-  return chars.length <= LABEL_MAX ? chars.join("") : chars.slice(0, LABEL_MAX - 1).join("") + "…";
-}
-
-function svg(tag, attrs, text) {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
+let current = null;  // { mag, selected: node id }
+const LABELS = { 1: "correct", 0: "incorrect", 2: "absent, invalid or unknown" };  // the trainer's node label
 
 function debateIdFromUrl() {
   const parts = location.pathname.split("/").filter(Boolean);  // viewer, debates, <id>
   return decodeURIComponent(parts[parts.length - 1]);
 }
 
+function dl(rows) {
+  return el("dl", {}, rows.filter((row) => row !== null).flatMap(([term, value, id]) =>
+    [el("dt", {}, term), el("dd", id ? { id } : {}, value ?? "–")]));
+}
+
 function showQuestion(mag) {
   const q = mag.question, m = mag.metrics;
   const section = document.getElementById("question");
-  section.replaceChildren(
+  const marks = ["correct", "incorrect", "invalid", "absent", "unknown"]
+    .map((s) => [s, mag.nodes.filter((n) => statusOf(n) === s).length]).filter(([, n]) => n > 0)
+    .map(([s, n]) => `${n} ${MARKS[s].glyph} ${s}`).join(" · ");
+  section.replaceChildren(...[
     el("h2", {}, q.text),
-    el("dl", {},
-      el("dt", {}, "gold answer"), el("dd", {}, q.gold_answer ?? "–"),
-      el("dt", {}, "team answer"), el("dd", { id: "team-answer" }, `${mag.team_answer ?? "–"} (correct: ${fmtBool(mag.team_correct)})`),
-      el("dt", {}, "consensus"), el("dd", {}, fmtBool(mag.consensus)),
-      el("dt", {}, "rounds used"), el("dd", {}, mag.rounds_used ?? m.rounds),
-      el("dt", {}, "nodes / edges"), el("dd", {}, `${m.nodes} / ${m.edges}`),
-      el("dt", {}, "tokens in / out, cost"), el("dd", {}, `${m.tokens_in} / ${m.tokens_out}, $${fmtNum(m.cost_usd, 4)}`),
-      el("dt", {}, "dataset, job, protocol"), el("dd", {}, `${q.dataset}, ${mag.job_id ?? "–"}, ${mag.protocol}`),
-    ));
+    q.options && q.options.length ? el("ol", { class: "options", type: "A" }, q.options.map((o) => el("li", {}, o))) : null,
+    dl([
+      ["gold answer", q.gold_answer],
+      ["team answer", `${mag.team_answer ?? "–"} (correct: ${fmtBool(mag.team_correct)})`, "team-answer"],
+      ["majority answer", mag.majority_answer, "majority-answer"],
+      ["status, consensus, rounds", `${mag.status}, ${fmtBool(mag.consensus)}, ${mag.rounds_used ?? m.rounds}`,
+       "debate-state"],
+      ["nodes", marks || "none", "mark-counts"],
+      ["tokens in / out, cost", `${m.tokens_in} / ${m.tokens_out}, $${fmtNum(m.cost_usd, 4)}`],
+      ["dataset, job, protocol", `${q.dataset}, ${mag.job_id ?? "–"}, ${mag.protocol}`],
+      mag.error ? ["error", mag.error] : null,
+    ]),
+  ].filter((child) => child !== null));  // replaceChildren would print a null as the text "null"
   section.hidden = false;
+}
+
+function message(msg, i) {
+  return el("div", { class: "message" },
+    el("div", { class: "message-head" }, `${i + 1} · ${msg.role}`, el("span", { class: "muted" }, ` · ${msg.content.length} chars`)),
+    el("pre", { class: "message-content" }, msg.content));
+}
+
+function output(out, i) {
+  const usage = `${out.tokens_in ?? "–"} → ${out.tokens_out ?? "–"} tokens`;
+  const head = [`call ${i + 1}`, out.finish_reason ?? "no finish reason", fmtLatency(out.latency_s), usage,
+                `${out.attempts ?? "–"} HTTP attempt(s)`].join(" · ");
+  return el("div", { class: "output" },
+    el("div", { class: "message-head" }, head),
+    out.reask ? el("div", { class: "reask" }, el("div", { class: "muted" }, "re-ask sent before this call:"),
+                   el("pre", { class: "message-content" }, out.reask)) : null,
+    out.error ? el("p", { class: "error" }, `error: ${out.error}`) : null,
+    out.text !== null && out.text !== undefined ? el("pre", { class: "message-content output-text" }, out.text) : null);
 }
 
 function showNode(node) {
   const panel = document.getElementById("panel");
+  const status = statusOf(node);
+  const sw = current && current.info.switches.get(node.id);
+  const prompt = node.prompt || [];
+  const outputs = node.outputs || [];
   panel.replaceChildren(...[
-    el("h2", {}, `${node.agent}, round ${node.round}`),
-    el("dl", {},
-      el("dt", {}, "model"), el("dd", {}, node.model ?? "–"),
-      el("dt", {}, "status"), el("dd", {}, node.parse_status),
-      el("dt", {}, "answer"), el("dd", { id: "panel-answer" }, node.answer ?? "–"),
-      el("dt", {}, "correct"), el("dd", {}, fmtBool(node.correct)),
-      el("dt", {}, "confidence"), el("dd", { id: "panel-confidence" }, fmtNum(node.confidence, 2)),
-      el("dt", {}, "recalibrated"), el("dd", {}, fmtNum(node.recalibrated_confidence, 2)),
-      el("dt", {}, "tokens in / out"), el("dd", {}, `${node.tokens_in ?? "–"} / ${node.tokens_out ?? "–"}`),
-    ),
+    el("h2", {}, `${node.agent}, round ${node.round} `,
+       el("span", { class: `badge ${status}`, id: "panel-status" }, `${MARKS[status].glyph} ${status}`)),
+    dl([
+      ["answer", node.answer, "panel-answer"],
+      sw ? ["switched", `from ${sw.from} (round ${sw.round})`, "panel-switch"] : null,
+      ["confidence", fmtNum(node.confidence, 2), "panel-confidence"],
+      ["recalibrated", fmtNum(node.recalibrated_confidence, 2)],
+      ["MAG label", `${node.label} (${LABELS[node.label] ?? "?"})`, "panel-label"],
+      ["model", node.model],
+      ["latency", fmtLatency(node.latency_s), "panel-latency"],
+      ["tokens in / out", `${node.tokens_in ?? "–"} / ${node.tokens_out ?? "–"}`, "panel-tokens"],
+      ["attempts", node.attempts ?? "–", "panel-attempts"],
+      ["finish reason", node.finish_reason],
+      ["cost", node.cost_usd === null || node.cost_usd === undefined ? null : `$${fmtNum(node.cost_usd, 5)}`],
+    ]),
+    node.parse_error ? el("p", { class: "error" }, `parse error: ${node.parse_error}`) : null,
     el("h3", {}, "Reasoning"),
     el("pre", { id: "panel-reasoning" }, node.reasoning ?? "(none)"),
-    node.parse_error ? el("p", { class: "error" }, `parse error: ${node.parse_error}`) : null,
-    node.raw_text ? el("details", {}, el("summary", {}, "raw output"), el("pre", {}, node.raw_text)) : null,
+    el("h3", {}, `Prompt (${prompt.length} message${prompt.length === 1 ? "" : "s"})`),
+    node.prompt ? el("div", { id: "panel-prompt" }, prompt.map(message))
+      : el("p", { class: "muted", id: "panel-prompt" }, "not stored (an imported node)"),
+    el("h3", {}, `Outputs (${outputs.length} call${outputs.length === 1 ? "" : "s"})`),
+    outputs.length ? el("div", { id: "panel-outputs" }, outputs.map(output))
+      : el("p", { class: "muted", id: "panel-outputs" }, "none stored"),
+    !outputs.length && node.raw_text ? el("details", {}, el("summary", {}, "raw output"), el("pre", {}, node.raw_text)) : null,
   ].filter((child) => child !== null));  // replaceChildren would print a null as the text "null"
 }
 
-function draw(mag) {
-  const agents = mag.panel.map((a) => a.name);
-  const rounds = Math.max(1, mag.metrics.rounds);
-  const g = GEOMETRY;
-  const where = (agent, round) => ({ x: g.left + round * g.dx, y: g.top + agents.indexOf(agent) * g.dy });
+function select(node, circle) {
+  document.querySelectorAll("svg#mag .node.selected").forEach((c) => c.classList.remove("selected"));
+  circle.classList.add("selected");
+  current.selected = node.id;
+  showNode(node);
+  document.getElementById("panel").scrollIntoView({ block: "nearest" });
+}
+
+function render() {
   const root = document.getElementById("mag");
-  root.replaceChildren();
-  root.setAttribute("width", g.left + rounds * g.dx);
-  root.setAttribute("height", g.top + agents.length * g.dy);
-  const defs = svg("defs", {});
-  const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" });
-  marker.append(svg("path", { d: "M0,0 L10,5 L0,10 z", fill: "#8c959f" }));
-  defs.append(marker);
-  root.append(defs);
-  for (let r = 0; r < rounds; r++) root.append(svg("text", { x: g.left + r * g.dx - 22, y: 20 }, `round ${r}`));
-  agents.forEach((a, i) => root.append(svg("text", { x: 10, y: g.top + i * g.dy + 4 }, a)));
-  for (const e of mag.edges) {
-    const s = where(e.source_agent, e.source_round), t = where(e.target_agent, e.target_round);
-    const len = Math.hypot(t.x - s.x, t.y - s.y) || 1, ux = (t.x - s.x) / len, uy = (t.y - s.y) / len;
-    root.append(svg("line", {
-      class: e.same_agent ? "edge same-agent" : "edge", "data-source": e.source, "data-target": e.target,
-      x1: s.x + ux * g.r, y1: s.y + uy * g.r, x2: t.x - ux * g.r, y2: t.y - uy * g.r, "marker-end": "url(#arrow)",
-    }));
-  }
-  for (const node of mag.nodes) {
-    const p = where(node.agent, node.round);
-    const circle = svg("circle", {
-      class: "node", cx: p.x, cy: p.y, r: g.r, fill: COLOURS[node.label] ?? COLOURS[2],
-      "data-node-id": node.id, "data-label": node.label, tabindex: 0,
-    });
-    circle.append(svg("title", {}, `${node.agent} r${node.round}: ${node.answer ?? node.parse_status}`));
-    const select = () => {
-      root.querySelectorAll(".node.selected").forEach((c) => c.classList.remove("selected"));
-      circle.classList.add("selected");
-      showNode(node);
-    };
-    circle.addEventListener("click", select);
-    circle.addEventListener("keydown", (ev) => { if (ev.key === "Enter") select(); });
-    root.append(circle);
-    root.append(svg("text", { class: "answer", x: p.x, y: p.y + g.r + 15, "text-anchor": "middle",
-                              "data-node-id": node.id }, answerLabel(node.answer)));
-  }
+  current.info = draw(root, current.mag, { select });
+  const chosen = current.selected && root.querySelector(`circle.node[data-node-id="${CSS.escape(current.selected)}"]`);
+  if (chosen) chosen.classList.add("selected");
 }
 
 async function load() {
@@ -113,8 +113,9 @@ async function load() {
   document.getElementById("title").textContent = id;
   try {
     const mag = await api(`/v1/debates/${encodeURIComponent(id)}`);
+    current = { mag, selected: null, info: null };
     showQuestion(mag);
-    draw(mag);
+    render();
     status.textContent = "";
     document.body.dataset.loaded = "true";
   } catch (err) {
@@ -123,5 +124,10 @@ async function load() {
   }
 }
 
+let resizeTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => { if (current) render(); }, 100);
+});
 setupToken(load);
 load();

@@ -6,7 +6,7 @@ the debate block lists every answer group (D14). Demos are rendered as JSON rath
 Python dict, because the same prompt demands strict JSON output.
 
 The per-agent solution sentence is the contract with the simulated panel's parser
-(`teachers.policy.parse_debate`): ``One agent solution: I think the answer is <answer> because
+(`services.teachers.policy.parse_debate`): ``One agent solution: I think the answer is <answer> because
 <reasoning> My confidence level is <c>.``, answer first, confidence last.
 """
 

@@ -1,7 +1,9 @@
 """Configuration of the simulated teacher panel: data paths, discussion policy and fault knobs.
 
-One pydantic model so that the CLI, the test runner (which writes it to a JSON file for the
-subprocess) and `magdi teachers serve` all share the same validated settings. Every fault rate is
+One pydantic model so that the command line (`cli`: one option per field, built from this model;
+a field's ``json_schema_extra["flag"]`` names its option where the field name would read badly), the
+test runner (which writes it to a JSON file for the subprocess) and the Python API all share the
+same validated settings. Every fault rate is
 a probability per request, drawn from an RNG seeded by (seed, model, prompt, attempt number), so
 a run with the same requests in the same order sees the same faults.
 """
@@ -14,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.generator.teachers.replay import RECORDED_MODELS
+from services.teachers.replay import RECORDED_MODELS
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -44,12 +46,16 @@ class PanelSimConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = Field(0, description="seeds the discussion policy, confidences and fault draws")
-    solutions_path: Path = Field(description="gsm8k model_solutions.jsonl (four recorded models)")
-    questions_path: Path = Field(description="the line-aligned questions file (gsm8k test.jsonl)")
-    models: list[str] | None = Field(None, description="recorded models to serve; None = all four")
+    solutions_path: Path = Field(description="gsm8k model_solutions.jsonl (four recorded models)",
+                                 json_schema_extra={"flag": "--solutions"})
+    questions_path: Path = Field(description="the line-aligned questions file (gsm8k test.jsonl)",
+                                 json_schema_extra={"flag": "--questions"})
+    models: list[str] | None = Field(None, description="recorded models to serve; None = all four",
+                                     json_schema_extra={"flag": "--model"})
     aliases: dict[str, str] = Field(
         default_factory=dict,
         description="extra model names -> recorded model (e.g. 'gpt-4' -> '175b_verification')",
+        json_schema_extra={"flag": "--alias"},
     )
 
     # discussion policy (see policy.py)
@@ -98,6 +104,7 @@ class PanelSimConfig(BaseModel):
     down_models: list[str] = Field(
         default_factory=list,
         description="names that always answer 503 (a recorded model takes its aliases down with it)",
+        json_schema_extra={"flag": "--down-model"},
     )
     per_model: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

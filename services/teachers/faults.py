@@ -19,7 +19,7 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
-from services.generator.teachers.config import PanelSimConfig
+from services.teachers.config import PanelSimConfig
 
 logger = logging.getLogger(__name__)
 

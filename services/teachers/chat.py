@@ -26,10 +26,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import JSONResponse
 
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.faults import corrupt_usage, draw_fault, error_body, malformed_content
-from services.generator.teachers.policy import DiscussionPolicy
-from services.generator.teachers.replay import ReplayBank
+from services.teachers.config import PanelSimConfig
+from services.teachers.faults import corrupt_usage, draw_fault, error_body, malformed_content
+from services.teachers.policy import DiscussionPolicy
+from services.teachers.replay import ReplayBank
 
 logger = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 from starlette.responses import JSONResponse, Response
 
-from services.generator.teachers.chat import ChatReplay, Refusal
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.faults import error_body
+from services.teachers.chat import ChatReplay, Refusal
+from services.teachers.config import PanelSimConfig
+from services.teachers.faults import error_body
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import openai
 import pytest
 from repo_data import DATA_DIR
 
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.policy import DiscussionPolicy, parse_debate
-from services.generator.teachers.replay import ReplayBank, normalize_number, split_final_answer
-from services.generator.teachers.runner import TeacherPanelServer
+from services.teachers.config import PanelSimConfig
+from services.teachers.policy import DiscussionPolicy, parse_debate
+from services.teachers.replay import ReplayBank, normalize_number, split_final_answer
+from services.teachers.runner import TeacherPanelServer
 
 DATA = DATA_DIR / "gsm8k"
 SOLUTIONS, QUESTIONS = DATA / "model_solutions.jsonl", DATA / "test.jsonl"
@@ -341,7 +341,7 @@ def test_switching_tracks_support(client: openai.OpenAI, bank: ReplayBank) -> No
 def test_in_process_faults(bank: ReplayBank) -> None:
     from starlette.testclient import TestClient
 
-    from services.generator.teachers.server import create_app
+    from services.teachers.server import create_app
 
     base = {"solutions_path": SOLUTIONS, "questions_path": QUESTIONS}
     body = {
@@ -402,7 +402,7 @@ def test_quantized_rate_window_scales_the_quota(bank: ReplayBank) -> None:
     """rate_window_s=1 with rpm 120: 2 requests per second, as a provider quantizing its minute does."""
     from starlette.testclient import TestClient
 
-    from services.generator.teachers.server import create_app
+    from services.teachers.server import create_app
 
     cfg = PanelSimConfig(solutions_path=SOLUTIONS, questions_path=QUESTIONS, rpm_limit=120, rate_window_s=1.0)
     body = {"model": "6b_finetuning", "messages": [{"role": "user", "content": round0_prompt(bank.questions[2].question)}]}

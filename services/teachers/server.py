@@ -29,17 +29,17 @@ import uvicorn
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
-from services.generator.teachers.batches import BatchBook, FileStore, batch_router
-from services.generator.teachers.chat import (
+from services.teachers.batches import BatchBook, FileStore, batch_router
+from services.teachers.chat import (
     ChatReplay,
     Refusal,
     SimStats,
     completion_tokens,
     unknown_model,
 )
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.faults import ResetResponse, SimulatedHeaderMiddleware, SlidingWindowLimiter
-from services.generator.teachers.replay import ReplayBank
+from services.teachers.config import PanelSimConfig
+from services.teachers.faults import ResetResponse, SimulatedHeaderMiddleware, SlidingWindowLimiter
+from services.teachers.replay import ReplayBank
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from services.generator.teachers.replay import RecordedQuestion, normalize_number, normalize_text
+from services.teachers.replay import RecordedQuestion, normalize_number, normalize_text
 
 logger = logging.getLogger(__name__)
 

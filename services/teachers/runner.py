@@ -22,11 +22,11 @@ from types import TracebackType
 import httpx
 
 from magdi.procs import free_port, stop_process
-from services.generator.teachers.config import PanelSimConfig
+from services.teachers.config import PanelSimConfig
 
 logger = logging.getLogger(__name__)
 
-_PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the directory holding `services/`
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding `services/`
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
 
 
@@ -107,7 +107,7 @@ class TeacherPanelServer:
         return [
             sys.executable,
             "-m",
-            "services.generator.teachers",
+            "services.teachers",
             "--config",
             str(config_path),
             "--host",

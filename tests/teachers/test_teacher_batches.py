@@ -16,9 +16,9 @@ import openai
 import pytest
 from repo_data import DATA_DIR
 
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.replay import ReplayBank
-from services.generator.teachers.runner import TeacherPanelServer
+from services.teachers.config import PanelSimConfig
+from services.teachers.replay import ReplayBank
+from services.teachers.runner import TeacherPanelServer
 
 DATA = DATA_DIR / "gsm8k"
 BASE = {"solutions_path": DATA / "model_solutions.jsonl", "questions_path": DATA / "test.jsonl", "seed": 3}
@@ -172,7 +172,7 @@ def in_process(bank: ReplayBank) -> Iterator[Any]:
     """in_process(**knobs) -> an SDK client on a fresh in-process panel."""
     from starlette.testclient import TestClient
 
-    from services.generator.teachers.server import create_app
+    from services.teachers.server import create_app
 
     opened: list[TestClient] = []
 

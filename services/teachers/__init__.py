@@ -14,11 +14,16 @@ are marked ``x-magdi-simulated: true`` and ``system_fingerprint: "magdi-simulate
 - `chat`: the replay behind one chat completion, shared by direct requests and batch lines.
 - `batches`: OpenAI's Batch API (``/v1/files``, ``/v1/batches``) with delays, partial failures,
   expiry, cancellation and per-batch limits.
-- `server`: `create_app(config)` and `serve(config, host, port)` (for ``magdi teachers serve``).
-- `runner`: `TeacherPanelServer`, the subprocess context manager used by tests.
+- `server`: `create_app(config)` and `serve(config, host, port)`.
+- `cli`: the one command line, one option per config field (``python -m services.teachers``, which
+  ``magdi teachers serve`` forwards to).
+- `runner`: `TeacherPanelServer`, the subprocess context manager used by tests, demo and benchmarks.
+
+A part of its own (extra ``.[teachers]``, image ``services/teachers/Dockerfile``): it imports the
+shared core (`magdi`) only, and the generator never imports it.
 """
 
-from services.generator.teachers.config import PanelSimConfig
-from services.generator.teachers.replay import RECORDED_MODELS
+from services.teachers.config import PanelSimConfig
+from services.teachers.replay import RECORDED_MODELS
 
 __all__ = ["RECORDED_MODELS", "PanelSimConfig"]
