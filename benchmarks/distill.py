@@ -66,7 +66,7 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
     Arm("sft-single", ("objective=sft-single",), "NLL on the strongest teacher's correct round-0 answers"),
     Arm("sft-multi", ("objective=sft-multi",), "NLL on every correct node"),
     Arm("magdi", ("objective=magdi", "mode=end_to_end"), "L+ + L_I + L-, every term reaches LoRA"),
-    Arm("magdi-reference", ("objective=magdi", "mode=reference"), "as dinobby/MAGDi: frozen GCN features (D1)"),
+    Arm("magdi-reference", ("objective=magdi", "mode=reference"), "as dinobby/MAGDi: frozen GCN features (docs/method.md D1)"),
     Arm("magdi-no-gcn", ("objective=magdi", "loss.use_gcn=false"), "magdi without L_I"),
     Arm("magdi-no-rank", ("objective=magdi", "loss.use_ranking=false"), "magdi without L-"),
     # the paper's open questions (docs/trainer.md, Ablations)

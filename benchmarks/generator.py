@@ -57,7 +57,7 @@ from services.generator.batching import BatchCalls, api_backends
 from services.generator.client import Endpoints
 from services.generator.engine import Engine
 from services.generator.protocols import ProtocolConfig, TurnRequest, build_protocol, parse_turn
-from services.generator.sinks import DebateSink, GraphSink, MemorySink
+from services.generator.turn_writers import DebateSink, GraphSink, MemorySink
 from services.teachers.config import PanelSimConfig
 from services.teachers.runner import TeacherPanelServer
 

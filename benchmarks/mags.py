@@ -28,7 +28,7 @@ from magdi.protocol import ProtocolConfig
 from services.generator.client import Endpoints
 from services.generator.engine import Engine
 from services.generator.protocols import build_protocol, load_convincing
-from services.generator.sinks import MemorySink
+from services.generator.turn_writers import MemorySink
 from services.teachers.config import PanelSimConfig
 from services.teachers.runner import TeacherPanelServer
 

@@ -33,7 +33,7 @@ from magdi.store import records
 from services.generator.client import Endpoints
 from services.generator.engine import Engine
 from services.generator.protocols import ProtocolConfig, build_protocol, load_convincing
-from services.generator.sinks import MemorySink
+from services.generator.turn_writers import MemorySink
 from services.teachers.config import PanelSimConfig
 from services.teachers.runner import TeacherPanelServer
 

@@ -2,7 +2,7 @@
 
 One debate on one question is one MAG: a node per (agent, round) response and a directed edge
 (`INFORMS`) from every response that was shown in another response's prompt. Any number of agents
-and rounds. The reference's fixed 3x4 template (12 slots, hard-coded edges, D4/D5) is not built
+and rounds. The reference's fixed 3x4 template (12 slots, hard-coded edges, docs/method.md D4/D5) is not built
 anywhere: the trainer reads each MAG's own INFORMS edges in both of its modes.
 
 These pydantic models are the contract between the generator, the graph store, the API and the

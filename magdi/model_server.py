@@ -29,7 +29,7 @@ import httpx
 
 from magdi import models
 from magdi.errors import UserError
-from magdi.procs import free_port, stop_process
+from magdi.processes import free_port, stop_process
 
 log = logging.getLogger(__name__)
 

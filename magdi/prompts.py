@@ -5,7 +5,7 @@ A question is shown to the student in one of two formats:
 - `chat_template` (the default when the student's tokenizer has one): one user turn whose content
   is `question_text(q)`, rendered by the student's own chat template with the generation prompt;
   the answer is the assistant turn, ending with the template's end-of-turn token.
-- `reference`: MAGDi's plain-text template (spec §2.2), exact spacing:
+- `reference`: MAGDi's plain-text template (docs/method.md §2.2), exact spacing:
   `[INST] ### Question: {question}[/INST] ### Answer: {reasoning} So the answer is {answer}`.
 
 Either way the question text is `question_text(q)` (choice options appended one way) and the
@@ -56,7 +56,7 @@ def user_messages(q: Question) -> list[dict[str, str]]:
 
 
 def reference_prompt(q: Question) -> str:
-    """`[INST] ### Question: {question}[/INST] ### Answer:` (no trailing space; spec §2.2, §6.2)."""
+    """`[INST] ### Question: {question}[/INST] ### Answer:` (no trailing space; docs/method.md §2.2, §6.2)."""
     return f"[INST] ### Question: {question_text(q)}[/INST] ### Answer:"
 
 

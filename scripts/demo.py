@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from magdi.procs import free_port, stop_process
+from magdi.processes import free_port, stop_process
 from magdi.settings import Neo4jSettings
 from magdi.store.graph_store import DebateFilter
 from magdi.store.jobs import JobStore

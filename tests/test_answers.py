@@ -1,4 +1,4 @@
-"""Answer normalisation, equivalence and extraction, including every reference pitfall of spec §6.3."""
+"""Answer normalisation, equivalence and extraction, including every reference pitfall of docs/method.md §6.3."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from magdi.cli import app
-from magdi.procs import free_port
+from magdi.processes import free_port
 
 RECORDS = [
     {

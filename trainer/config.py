@@ -92,7 +92,7 @@ class LossConfig(_Section):
     use_ranking: bool = True
     """Ablation switch for L- (objective `magdi` only)."""
     mask_prompt: bool = False
-    """Exclude question/template tokens from the NLL. Off reproduces the reference (spec §5.2)."""
+    """Exclude question/template tokens from the NLL. Off reproduces the reference (docs/method.md §5.2)."""
     gcn_hidden: int = Field(512, ge=1)
     """Hidden width of the 2-layer GCN."""
     gcn_dropout: float = Field(0.5, ge=0.0, lt=1.0)
@@ -137,7 +137,7 @@ class DataConfig(_Section):
     max_length: int = Field(2048, ge=8)
     """Tokens per node text; longer nodes are truncated (keeping the start) and counted."""
     remove_agreement: bool = True
-    """Drop the agreement sentences of discussion rounds (spec §2.4) from node reasoning."""
+    """Drop the agreement sentences of discussion rounds (docs/method.md §2.4) from node reasoning."""
     agreement_prefixes: list[str] = Field(default_factory=lambda: ["I agree", "I disagree"])
     """Sentence prefixes removed when remove_agreement is on (case-sensitive)."""
     split_fractions: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])

@@ -8,7 +8,7 @@ stream and drops the micro-batches it already trained on.
 
 `MAGCollator` turns a list of MAGs into one disjoint-union `Batch` (node ids and ranking pairs
 offset into the batch's numbering by PyG) plus a right-padded token matrix for all nodes. It
-never writes into the items (the reference's collator padded its dataset in place, D8).
+never writes into the items (the reference's collator padded its dataset in place, docs/method.md D8).
 """
 
 from __future__ import annotations

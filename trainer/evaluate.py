@@ -1,4 +1,4 @@
-"""Evaluate a trained student: generate, parse the continuation, score, count tokens (spec §6).
+"""Evaluate a trained student: generate, parse the continuation, score, count tokens (docs/method.md §6).
 
     magdi eval --adapter runs/tiny/adapter --split test --greedy
     magdi eval --adapter runs/m7b/adapter --data data/gsm8k/test.jsonl --format gsm8k --sample --k 5

@@ -1,6 +1,6 @@
 """One MAG -> one PyG `Data`: node texts as token ids, labels, INFORMS edges and ranking pairs.
 
-Design decisions (spec §2, §5.1 and defects D2-D9):
+Design decisions (docs/method.md §2, §5.1 and defects D2-D9):
 - Node = a VALID response whose correctness is known (label 1 correct / 0 incorrect). Absent,
   invalid and unlabelled responses are EXCLUDED from the graph (no node, no edge) and counted:
   they have no text (D3), and a learned placeholder for them would only teach the GCN that
@@ -46,7 +46,7 @@ class StudentPrompt:
     """A prompt format bound to the student's tokenizer: the ONE place that turns a question into
     prompt token ids (generation) and node texts into training ids, with the BOS/EOS conventions.
 
-    `reference`: BOS when the tokenizer adds one itself, then the text, then EOS (spec §2.2,
+    `reference`: BOS when the tokenizer adds one itself, then the text, then EOS (docs/method.md §2.2,
     `add_eos_token=True`). `chat_template`: the rendered text carries its own special tokens and
     ends with the template's end-of-turn marker, so nothing is added.
     """
@@ -54,7 +54,7 @@ class StudentPrompt:
     def __init__(self, tokenizer: object, kind: str = REFERENCE) -> None:
         eos = getattr(tokenizer, "eos_token_id", None)
         if eos is None:
-            raise ValueError("the tokenizer has no EOS token; node texts must end with one (spec §2.2)")
+            raise ValueError("the tokenizer has no EOS token; node texts must end with one (docs/method.md §2.2)")
         self.tokenizer = tokenizer
         self.format = PromptFormat(kind, tokenizer)  # type: ignore[arg-type]
         chat = self.format.text_has_special_tokens

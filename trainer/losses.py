@@ -1,4 +1,4 @@
-"""MAGDi's loss terms as pure functions of tensors (spec §5.2-§5.6).
+"""MAGDi's loss terms as pure functions of tensors (docs/method.md §5.2-§5.6).
 
 Shapes use N = nodes, T = padded sequence length, H = hidden size, V = vocabulary, P = pairs,
 C = classes. None of these functions looks at a model; `trainer.model` wires them together.
@@ -13,7 +13,7 @@ IGNORE_INDEX = -100
 
 
 def position_weighted_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """e = sum_i i * h_i / sum_i i over the REAL tokens i = 1..L of each sequence (spec §5.3).
+    """e = sum_i i * h_i / sum_i i over the REAL tokens i = 1..L of each sequence (docs/method.md §5.3).
 
     Args:
         hidden: (N, T, H) last-layer states (post final norm).
@@ -70,7 +70,7 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
     Args:
         logits: (K, V); targets: (K,); weights: optional (K,) token weights, the mean becomes
             sum(w * ce) / sum(w), i.e. a token of weight 2 counts as if its sequence appeared twice
-            in the micro-batch (the reference's replicated positives, spec §5.1-§5.2).
+            in the micro-batch (the reference's replicated positives, docs/method.md §5.1-§5.2).
     Returns a scalar (float32).
     """
     if weights is None:
@@ -97,7 +97,7 @@ def node_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def pair_ranking_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, has_negative: torch.Tensor,
                       margin: float = 1.0) -> torch.Tensor | None:
-    """L-: mean over real pairs of max(0, margin - s(e+) + s(e-)) (spec §5.4, target +1).
+    """L-: mean over real pairs of max(0, margin - s(e+) + s(e-)) (docs/method.md §5.4, target +1).
 
     Args:
         pos_scores, neg_scores: (P,) scorer outputs in [-1, 1]; has_negative: (P,) bool, False for
@@ -113,7 +113,7 @@ def pair_ranking_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor, has_ne
 
 def total_loss(nll: torch.Tensor | None, node: torch.Tensor | None, rank: torch.Tensor | None, *,
                alpha: float, beta: float, gamma: float) -> torch.Tensor | None:
-    """L = alpha L+ + beta L_I + gamma L- over the terms present (spec §5.6); None if none is."""
+    """L = alpha L+ + beta L_I + gamma L- over the terms present (docs/method.md §5.6); None if none is."""
     terms = [w * t for w, t in ((alpha, nll), (beta, node), (gamma, rank)) if t is not None]
     if not terms:
         return None

@@ -1,13 +1,13 @@
 """The MAGDi student: a causal LM with LoRA, a 2-layer GCN over the MAG and a ranking scorer.
 
-Two modes (spec §5.5, defect D1):
+Two modes (docs/method.md §5.5, defect D1):
 - `end_to_end` (the spec): ONE forward pass of the LoRA student over the batch's nodes gives the
   hidden states from which the NLL of the correct nodes, the GCN's node features and the ranking
   scores are all computed, so L_I and L- backpropagate into the LoRA weights.
 - `reference` (for comparison only): what dinobby/MAGDi does. GCN features are the FROZEN base
   model's embeddings (adapter disabled, no grad), computed once per node and cached, so L_I never
   reaches LoRA; positives (NLL + e+) and negatives (e-) go through the student in two separate
-  passes. Like the reference, the ranking term still reaches LoRA (spec §5.4).
+  passes. Like the reference, the ranking term still reaches LoRA (docs/method.md §5.4).
 The GCN and scorer exist for training only: inference uses the LM + adapter alone (§1.4).
 """
 
@@ -83,7 +83,7 @@ class NodeGCN(nn.Module):
 
 
 class Scorer(nn.Module):
-    """s(e) = tanh(W2 ReLU(W1 e + b1) + b2), W1: H -> H, W2: H -> 1 (spec §5.4)."""
+    """s(e) = tanh(W2 ReLU(W1 e + b1) + b2), W1: H -> H, W2: H -> 1 (docs/method.md §5.4)."""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
@@ -295,7 +295,7 @@ def _pair_multiplicity(pair_pos: torch.Tensor, rows: torch.Tensor, n: int) -> to
 
     The reference trains one dataset row per (positive, negative) pair and uses the positive's ids
     as labels, so with |P| < |N| a correct node is trained as often as the balancing repeats it
-    (spec §5.1-§5.2). `end_to_end` counts every correct node once.
+    (docs/method.md §5.1-§5.2). `end_to_end` counts every correct node once.
     """
     counts = torch.bincount(pair_pos, minlength=n) if pair_pos.numel() else torch.zeros(n, dtype=torch.long,
                                                                                          device=rows.device)

@@ -2,7 +2,7 @@
 
 The generator labels teacher answers, the importer re-labels imported MAGs and the trainer scores
 the student with these same functions, so a node labelled "correct" during distillation is correct
-by exactly the rule the evaluation applies (defect D9). The reference parsers' pitfalls (spec §6.3,
+by exactly the rule the evaluation applies (defect D9). The reference parsers' pitfalls (docs/method.md §6.3,
 D15, D19, D20) are fixed here: word-bounded patterns, signs and thousands separators kept, only
 the text after the last "So the answer is" read, and a sandboxed, time-limited SymPy check.
 

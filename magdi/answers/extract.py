@@ -1,4 +1,4 @@
-"""Reading the answer out of a student's free-text continuation (evaluation; fixes D19)."""
+"""Reading the answer out of a student's free-text continuation (evaluation; fixes docs/method.md D19)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MATH answers: \\boxed{} extraction, Hendrycks-style normalisation, and a sandboxed, time-limited SymPy check (D20)."""
+"""MATH answers: \\boxed{} extraction, Hendrycks-style normalisation, and a sandboxed, time-limited SymPy check (docs/method.md D20)."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def normalize_answer(answer: object, task: TaskType, options: Sequence[str] = ()
     """Canonical string of an answer value (what a teacher put in its JSON "answer" field).
 
     Returns None when the value holds no answer of the task's kind, so that callers can mark the
-    response invalid instead of guessing (D17).
+    response invalid instead of guessing (docs/method.md D17).
     """
     if answer is None:
         return None

@@ -103,7 +103,7 @@ def parse_json_output(text: str) -> dict[str, object]:
 
 
 def parse_confidence(value: object) -> float | None:
-    """Self-reported confidence in [0, 1]; 85 or '85' or '85%' mean 0.85 (D15); junk gives None."""
+    """Self-reported confidence in [0, 1]; 85 or '85' or '85%' mean 0.85 (docs/method.md D15); junk gives None."""
     if value is None or isinstance(value, bool):
         return None
     percent = False

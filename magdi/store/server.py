@@ -30,7 +30,7 @@ import neo4j
 from neo4j.exceptions import AuthError, DriverError, Neo4jError
 
 from magdi.errors import UserError
-from magdi.procs import free_port
+from magdi.processes import free_port
 from magdi.store.neo4j_install import (
     NEO4J_VERSION,
     Neo4jInstallError,

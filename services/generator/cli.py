@@ -55,7 +55,7 @@ def generate(
                                              "(`vllm run-batch -i ... -o ...`)"),
 ) -> None:
     """Run a debate job against the panel's endpoints and store every turn in Neo4j as it completes."""
-    from services.generator.commands import run_generate
+    from services.generator.cli_impl import run_generate
 
     run_generate(panel=panel, dataset=dataset, data=data, fmt=fmt, limit=limit, offset=offset, job=job,
                  resume=resume, protocol=protocol, max_rounds=max_rounds, topology=topology,
@@ -68,6 +68,6 @@ def worker(
     concurrency: int | None = typer.Option(None, min=1, help="debates in flight per job"),
 ) -> None:
     """Run a generator worker: claim queued jobs (with a lease), run them, repeat."""
-    from services.generator.commands import run_worker
+    from services.generator.cli_impl import run_worker
 
     run_worker(once=once, concurrency=concurrency)

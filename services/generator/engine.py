@@ -31,7 +31,7 @@ from services.generator.budget import Budget, worst_case_usd
 from services.generator.client import CallResult, Endpoints, Message, prompt_hash
 from services.generator.protocols import prompts
 from services.generator.protocols.base import Protocol, TurnRequest, parse_turn
-from services.generator.sinks import DebateSink, GroupWriter
+from services.generator.turn_writers import DebateSink, GroupWriter
 
 logger = logging.getLogger(__name__)
 

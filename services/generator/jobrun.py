@@ -41,7 +41,7 @@ from services.generator.engine import Engine, Progress, Stopped
 from services.generator.jobspec import Prepared
 from services.generator.protocols import build_protocol
 from services.generator.settings import GeneratorSettings
-from services.generator.sinks import GraphSink, GroupWriter
+from services.generator.turn_writers import GraphSink, GroupWriter
 
 logger = logging.getLogger(__name__)
 

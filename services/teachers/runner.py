@@ -21,7 +21,7 @@ from types import TracebackType
 
 import httpx
 
-from magdi.procs import free_port, stop_process
+from magdi.processes import free_port, stop_process
 from services.teachers.config import PanelSimConfig
 
 logger = logging.getLogger(__name__)

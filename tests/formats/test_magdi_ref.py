@@ -47,7 +47,7 @@ def test_parses_any_agents_and_rounds(tmp_path):
     bard0, bard1 = d.response("bard", 0), d.response("bard", 1)
     assert bard0.correct is False and bard1.correct is True
     assert bard1.confidence == pytest.approx(0.85) and bard1.recalibrated_confidence == 0.5
-    assert d.response("gpt4", 0).correct is True  # "72.0" == 72.0 by task equivalence, not string equality (D9)
+    assert d.response("gpt4", 0).correct is True  # "72.0" == 72.0 by task equivalence, not string equality (docs/method.md D9)
     # forward edges only: every round-0 node informs every round-1 node (reference defect D4 fixed)
     assert len(d.edges) == 9 and all(e.source_round == 0 and e.target_round == 1 for e in d.edges)
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-from magdi.procs import stop_process
+from magdi.processes import stop_process
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -99,7 +99,7 @@ def check_mag(d: Debate, protocol, max_rounds: int) -> None:  # noqa: ANN001, C9
                 assert r.tokens_out is not None and r.cost_usd is not None and r.cost_usd > 0
         elif r.parse_status is ParseStatus.INVALID:
             assert r.answer is None and r.correct is None and r.raw_text is not None and r.parse_error, \
-                "D17: an unparseable turn keeps its raw text and gets no invented answer"
+                "docs/method.md D17: an unparseable turn keeps its raw text and gets no invented answer"
         else:
             assert r.parse_error and r.raw_text is None
     finals = final_answers(d)

@@ -14,7 +14,7 @@ import pytest
 from neo4j.exceptions import ClientError, Neo4jError, ServiceUnavailable
 
 from magdi.mag import Agent, Debate, Question, Response
-from services.generator.sinks import GroupWriter, MemorySink, is_store_outage
+from services.generator.turn_writers import GroupWriter, MemorySink, is_store_outage
 
 
 class FlakySink(MemorySink):

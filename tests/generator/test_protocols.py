@@ -37,7 +37,7 @@ def proto(**cfg: object):  # noqa: ANN201 - ReconcileProtocol | DebateProtocol
 
 
 def test_debate_block_shows_every_answer_group() -> None:
-    """D14: ReConcile's most_common(2) drops the third answer when all three disagree; we keep it."""
+    """docs/method.md D14: ReConcile's most_common(2) drops the third answer when all three disagree; we keep it."""
     shown = [Shown("a", "18", "9 + 9 = 18", 0.9), Shown("b", "20", "I added wrong", 0.7),
              Shown("c", "17", "off by one", 0.65), Shown("d", "20", "twenty", 0.8)]
     block = prompts.debate_block(shown)

@@ -30,7 +30,7 @@ from test_engine_faults import check_mag
 
 from magdi.mag import DebateStatus, JobStatus, ParseStatus, TaskType
 from magdi.panel import parse_panel
-from magdi.procs import free_port, stop_process
+from magdi.processes import free_port, stop_process
 from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
 from services.generator.jobrun import new_worker_id, run_job

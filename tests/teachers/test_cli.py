@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from magdi.cli import app as magdi_app
 from magdi.errors import UserError
-from magdi.procs import free_port, stop_process
+from magdi.processes import free_port, stop_process
 from services.teachers import cli
 from services.teachers.config import PanelSimConfig
 

@@ -19,7 +19,7 @@ def test_defaults_are_the_papers() -> None:
     assert (cfg.loss.gcn_hidden, cfg.loss.gcn_dropout, cfg.loss.num_classes) == (512, 0.5, 3)
     assert cfg.objective == "magdi" and cfg.mode == "end_to_end"
     assert cfg.loss.mask_prompt is False and cfg.data.remove_agreement is True
-    assert cfg.optim.lr == 5e-6 and cfg.optim.head_lr != cfg.optim.lr  # D13: separate head LR
+    assert cfg.optim.lr == 5e-6 and cfg.optim.head_lr != cfg.optim.lr  # docs/method.md D13: separate head LR
 
 
 def test_yaml_then_env_then_set(tmp_path: Path) -> None:

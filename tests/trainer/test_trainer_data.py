@@ -60,7 +60,7 @@ def test_every_ranking_pair_and_graph_belongs_to_one_question(tokenizer, synth) 
     enc = MAGEncoder(tokenizer, GraphSpec())
     batch = MAGCollator(tokenizer.pad_token_id)([enc.encode(synth(i)) for i in range(6)])
     pos, neg = batch.pair_index
-    assert torch.equal(batch.node_qhash[pos], batch.node_qhash[neg])  # D2: never another question's node
+    assert torch.equal(batch.node_qhash[pos], batch.node_qhash[neg])  # docs/method.md D2: never another question's node
     assert torch.equal(batch.batch[pos], batch.batch[neg])
     for g, qid in enumerate(batch.qid):
         assert (batch.node_qhash[batch.batch == g] == question_hash(qid)).all()

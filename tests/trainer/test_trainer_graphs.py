@@ -87,7 +87,7 @@ def test_edges_follow_the_mag_source_to_target(tokenizer, synth) -> None:
 def test_pairs_are_balanced_within_the_mag_and_flag_missing_negatives(tokenizer) -> None:
     mixed = _debate([("a", 0, "ok"), ("b", 0, "bad"), ("c", 0, "bad"), ("a", 1, "bad")])
     data = MAGEncoder(tokenizer, GraphSpec()).encode(mixed)
-    # P = [a0], N = [a1, b0, c0] -> the shorter list is repeated: 3 pairs (spec §5.1)
+    # P = [a0], N = [a1, b0, c0] -> the shorter list is repeated: 3 pairs (docs/method.md §5.1)
     assert data.pair_index.t().tolist() == [[0, 1], [0, 2], [0, 3]]
     assert data.pair_has_neg.tolist() == [True, True, True]
     allgood = _debate([("a", 0, "ok"), ("b", 0, "ok")])

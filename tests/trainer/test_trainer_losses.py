@@ -23,7 +23,7 @@ def test_pooling_weights_are_1_to_L_over_real_tokens_whatever_the_padding() -> N
     left = torch.cat([torch.randn(1, 2, 4), h], dim=1)
     pooled_right = position_weighted_pool(right, torch.tensor([[1, 1, 1, 0, 0]]))
     pooled_left = position_weighted_pool(left, torch.tensor([[0, 0, 1, 1, 1]]))
-    # D6: the reference weighted by padded column index, so left padding changed the embedding
+    # docs/method.md D6: the reference weighted by padded column index, so left padding changed the embedding
     assert torch.allclose(pooled_right[0], expected, atol=1e-6)
     assert torch.allclose(pooled_left[0], expected, atol=1e-6)
 

@@ -1,4 +1,4 @@
-"""The student: losses, where their gradients go in each mode (D1), one pass vs two, heads."""
+"""The student: losses, where their gradients go in each mode (docs/method.md D1), one pass vs two, heads."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from services.api.deps import (
     field_error,
     policy_error,
 )
+from services.api.mappers import debate_public, debate_spec
 from services.api.schemas import (
     DebateAccepted,
     DebateCreate,
@@ -30,7 +31,6 @@ from services.api.schemas import (
     DebatesPage,
     ErrorOut,
 )
-from services.api.views import debate_public, debate_spec
 
 router = APIRouter(prefix="/v1/debates", tags=["debates"],
                    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})

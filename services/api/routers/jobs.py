@@ -21,8 +21,8 @@ from services.api.deps import (
     field_error,
     policy_error,
 )
+from services.api.mappers import job_public, job_spec
 from services.api.schemas import ErrorOut, JobCreate, JobPublic, JobsPublic
-from services.api.views import job_public, job_spec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
 JobId = Annotated[str, Path(min_length=1, max_length=200, description="job name or id (`demo` or `job-demo`)")]

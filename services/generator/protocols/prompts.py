@@ -1,6 +1,6 @@
 """Prompt text of both protocols, in one place so that wording changes are reviewed together.
 
-Wording follows ReConcile's `prepare_context_for_chat_assistant` and `claude_debate` (spec §4.2,
+Wording follows ReConcile's `prepare_context_for_chat_assistant` and `claude_debate` (docs/method.md §4.2,
 §4.4), with its defects fixed: options are lettered in the prompt AND in the demos (D18), and
 the debate block lists every answer group (D14). Demos are rendered as JSON rather than as a
 Python dict, because the same prompt demands strict JSON output.

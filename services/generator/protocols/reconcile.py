@@ -1,4 +1,4 @@
-"""ReConcile (Chen et al. 2023), spec §4: round 0 with convincing samples, then discussion rounds
+"""ReConcile (Chen et al. 2023), docs/method.md §4: round 0 with convincing samples, then discussion rounds
 while the agents disagree, each agent shown every answer group of the previous round with the
 agents' reasoning and self-reported confidence; team answer = recalibrated-confidence vote.
 """
