@@ -18,6 +18,7 @@ from magdi.policy import DataPathError, OperatorPolicy, PolicyError, Who
 from magdi.protocol import ProtocolConfig
 from magdi.store.jobs import job_summary
 from services.api.schemas import (
+    BatchPublic,
     DebateCreate,
     DebateMetrics,
     DebatePublic,
@@ -115,6 +116,17 @@ def job_public(job: Job, *, trusted: bool = True) -> JobPublic:
         data["errors"] = [REDACTED_ERROR for _ in data["errors"]]
     return JobPublic(name=job.spec.name, dataset=job.spec.dataset, **{k: v for k, v in data.items() if k != "spec"},
                      spec=spec)
+
+
+def batch_public(summary: dict[str, Any], *, trusted: bool = True) -> BatchPublic:
+    """A batch as the API shows it; anonymous readers do not see file ids (an offline one is a path)."""
+    batch = BatchPublic(**{**summary, "rounds": summary.get("rounds") or [],
+                           "completed": summary.get("completed") or 0, "failed": summary.get("failed") or 0,
+                           "ingested": bool(summary.get("ingested"))})
+    if trusted:
+        return batch
+    hidden = {k: REDACTED for k in ("input_file_id", "output_file_id", "error_file_id") if getattr(batch, k)}
+    return batch.model_copy(update=hidden)
 
 
 def debate_public(d: Debate, *, trusted: bool = True) -> DebatePublic:

@@ -104,6 +104,30 @@ class JobPublic(JobRunCounters):
     spec: dict[str, Any]
 
 
+class BatchPublic(BaseModel):
+    """One batch of a batch-mode job: the provider's ids, the rounds it holds and how far it got."""
+
+    key: str = Field(description="'<job id>/<hash of the input file>': the batch's id here and the tag it carries")
+    batch_id: str | None = Field(description="the provider's batch id (or the offline file's stem); null until created")
+    kind: str = Field(description="api (a provider's Batch API) or offline (files for vllm run-batch)")
+    seq: int
+    model: str
+    rounds: list[int]
+    status: str = Field(description="the provider's status at the last poll")
+    total: int = Field(description="requests in the batch")
+    completed: int
+    failed: int
+    ingested: bool = Field(description="every turn with a line in this batch is stored")
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    created_at: datetime | None
+
+
+class BatchesPublic(BaseModel):
+    items: list[BatchPublic] = Field(description="in submission order; empty for a synchronous job")
+
+
 class JobsPublic(BaseModel):
     items: list[JobPublic]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from api_helpers import AUTH, POLICY
 
 from magdi.mag import JobStatus
+from magdi.store.batches import BatchRecord, BatchStore
 from magdi.store.graph_store import encode_cursor
 from magdi.store.jobs import JobStore
 
@@ -163,3 +164,30 @@ def test_cancel_then_purge(client, store, panel):
     assert JobStore(store).get("job-slice1") is None
     assert client.delete("/v1/jobs/job-slice1", headers=AUTH).status_code == 404
     assert client.delete("/v1/jobs/job-nope", params={"purge": "true"}, headers=AUTH).status_code == 404
+
+
+def test_a_batch_mode_jobs_batches_are_listed_with_their_provider_ids(client, store, panel, make_client):
+    client.post("/v1/jobs", json=job_body(panel, name="bulk", mode="batch"), headers=AUTH)
+    batches = BatchStore(store)
+    first = BatchRecord(job_id="job-bulk", key="job-bulk/aaa", kind="offline", seq=0, model="sim-a", endpoint="sim",
+                        custom_ids=["d1.alice.0", "d2.alice.0"], rounds=[0])
+    second = BatchRecord(job_id="job-bulk", key="job-bulk/bbb", kind="offline", seq=1, model="sim-b", endpoint="sim",
+                         custom_ids=["d1.bob.0"], rounds=[0])
+    for batch in (first, second):
+        batches.record(batch)
+    first.batch_id, first.input_file_id, first.status, first.completed, first.failed = (
+        "round-0-a", "/srv/batches/round-0-a.in.jsonl", "completed", 1, 1)
+    batches.update_status(first)
+    batches.mark_ingested([first.key])
+
+    items = client.get("/v1/jobs/job-bulk/batches", headers=AUTH).json()["items"]
+    assert [(b["key"], b["batch_id"], b["status"], b["total"], b["completed"], b["failed"], b["ingested"])
+            for b in items] == [("job-bulk/aaa", "round-0-a", "completed", 2, 1, 1, True),
+                                ("job-bulk/bbb", None, "uploading", 1, 0, 0, False)]
+    assert items[0]["input_file_id"] == "/srv/batches/round-0-a.in.jsonl" and items[0]["rounds"] == [0]
+
+    anonymous = make_client(open_reads=True).get("/v1/jobs/job-bulk/batches").json()["items"]
+    assert anonymous[0]["batch_id"] == "round-0-a" and anonymous[0]["input_file_id"] == "<redacted>"
+    client.post("/v1/jobs", json=job_body(panel, name="plain"), headers=AUTH)
+    assert client.get("/v1/jobs/job-plain/batches", headers=AUTH).json()["items"] == []
+    assert client.get("/v1/jobs/job-nope/batches", headers=AUTH).status_code == 404

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 
 from magdi.mag import Job, JobStatus
 from magdi.policy import DataPathError, PolicyError
+from magdi.store.batches import BatchStore
 from magdi.store.graph_store import InvalidCursor
 from magdi.store.job_names import UnknownJob, candidate_ids
 from magdi.store.jobs import JobConflict
@@ -16,13 +17,14 @@ from services.api.deps import (
     PageLimit,
     ReadAccess,
     SettingsDep,
+    StoreDep,
     TrustedDep,
     WriteAccess,
     field_error,
     policy_error,
 )
-from services.api.mappers import job_public, job_spec
-from services.api.schemas import ErrorOut, JobCreate, JobPublic, JobsPublic
+from services.api.mappers import batch_public, job_public, job_spec
+from services.api.schemas import BatchesPublic, ErrorOut, JobCreate, JobPublic, JobsPublic
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
 JobId = Annotated[str, Path(min_length=1, max_length=200, description="job name or id (`demo` or `job-demo`)")]
@@ -81,6 +83,12 @@ def list_jobs(jobs: JobsDep, limit: PageLimit, trusted: TrustedDep, status: JobS
 def get_job(job: StoredJob, trusted: TrustedDep) -> JobPublic:
     """Progress, tokens, cost and errors of one job (redacted as in the list for anonymous readers)."""
     return job_public(job, trusted=trusted)
+
+
+@router.get("/{job_id}/batches", dependencies=[ReadAccess], responses={404: {"model": ErrorOut}})
+def get_job_batches(job: StoredJob, store: StoreDep, trusted: TrustedDep) -> BatchesPublic:
+    """The batches of a batch-mode job (`--mode batch`), in submission order, with their provider ids."""
+    return BatchesPublic(items=[batch_public(b, trusted=trusted) for b in BatchStore(store).summaries(job.id)])
 
 
 @router.delete("/{job_id}", dependencies=[WriteAccess], response_model=JobPublic,
