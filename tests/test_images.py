@@ -1,7 +1,8 @@
 """Each image's own command runs from what its Dockerfile copies, and a part an image lacks is named.
 
-The API image holds the core and `services/api` only: `magdi serve` (its CMD) must work there, and
-`magdi generate` must say that the generator is not in this image instead of vanishing or crashing.
+Each image holds the core and its own part only: the API image's `magdi serve` (its CMD), the
+generator's `magdi worker` and the trainer's `magdi train` must work from exactly those files, and
+another part's command must say that it is not in this image instead of vanishing or crashing.
 """
 
 from __future__ import annotations
@@ -40,3 +41,18 @@ def test_a_part_the_image_lacks_is_named_not_a_traceback(api_image: Path):
     said = " ".join((result.stdout + result.stderr).split())
     assert "`magdi generate` needs services.generator" in said and "[generator]" in said
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("dockerfile", "own", "absent", "missing_dirs"), [
+    ("services/generator/Dockerfile", ("worker", "generate"), "serve", ("services/api", "trainer", "services/teachers")),
+    ("trainer/Dockerfile", ("train", "eval"), "worker", ("services/generator", "services/api", "services/teachers")),
+])
+def test_each_image_runs_its_own_commands_from_its_own_files(tmp_path: Path, dockerfile: str, own: tuple[str, ...],
+                                                             absent: str, missing_dirs: tuple[str, ...]):
+    root = rebuild(REPO / dockerfile, tmp_path)
+    assert not [d for d in missing_dirs if (root / d).exists()], "the image copies only its own part"
+    for command in own:
+        result = magdi(root, command, "--help")
+        assert result.returncode == 0, result.stderr[-3000:]
+    other = magdi(root, absent)
+    assert other.returncode == 2 and f"`magdi {absent}` needs" in " ".join((other.stdout + other.stderr).split())
