@@ -120,9 +120,7 @@ def job_public(job: Job, *, trusted: bool = True) -> JobPublic:
 
 def batch_public(summary: dict[str, Any], *, trusted: bool = True) -> BatchPublic:
     """A batch as the API shows it; anonymous readers do not see file ids (an offline one is a path)."""
-    batch = BatchPublic(**{**summary, "rounds": summary.get("rounds") or [],
-                           "completed": summary.get("completed") or 0, "failed": summary.get("failed") or 0,
-                           "ingested": bool(summary.get("ingested"))})
+    batch = BatchPublic(**summary)  # BatchStore.record writes every field, so none is missing
     if trusted:
         return batch
     hidden = {k: REDACTED for k in ("input_file_id", "output_file_id", "error_file_id") if getattr(batch, k)}
