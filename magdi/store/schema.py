@@ -249,8 +249,9 @@ def _run_step(driver: neo4j.Driver, step: Step, database: str | None) -> None:
 def apply(driver: neo4j.Driver, database: str | None = None, *, target: int | None = None) -> int:
     """Run the migrations newer than the stored version (up to `target`); returns the version in force."""
     target = SCHEMA_VERSION if target is None else target
-    if current_version(driver, database) >= target:
-        return current_version(driver, database)
+    stored = current_version(driver, database)
+    if stored >= target:
+        return stored
     _prepare_lock(driver, database)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     with driver.session(database=database) as session:
