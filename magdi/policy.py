@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from magdi.config_loading import ConfigError, read_yaml, suggest
+from magdi.config_loading import ConfigError, Location, dotted, read_yaml, suggest
 from magdi.errors import UserError
 from magdi.mag import repeated
 from magdi.panel import NAME_PATTERN, OPERATOR_FIELDS, AgentConfig, EndpointSettings, PanelConfig
@@ -44,7 +44,6 @@ from magdi.panel import NAME_PATTERN, OPERATOR_FIELDS, AgentConfig, EndpointSett
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Location = tuple[str | int, ...]
 # One message for "outside the root", "does not exist" and "unreadable": a caller learns nothing
 # about the server's files beyond those the operator put under the root.
 DATA_PATH_REFUSED = "no readable data file or folder of that name under the server's data root"
@@ -67,7 +66,7 @@ class PolicyError(UserError):
     def __init__(self, problems: list[tuple[Location, str]]) -> None:
         self.problems = problems
         super().__init__("refused by the server's endpoint policy:\n" + "\n".join(
-            f"  {'.'.join(str(p) for p in loc)}: {msg}" for loc, msg in problems))
+            f"  {dotted(loc)}: {msg}" for loc, msg in problems))
 
 
 class DataPathError(UserError):
