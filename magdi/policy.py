@@ -47,9 +47,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # One message for "outside the root", "does not exist" and "unreadable": a caller learns nothing
 # about the server's files beyond those the operator put under the root.
 DATA_PATH_REFUSED = "no readable data file or folder of that name under the server's data root"
-MAX_TREE_FILES = 100_000
+MAX_TREE_FILES = 100_000  # a data folder (MATH) is walked to check it; bounded
 ENDPOINTS_FILE_KEYS = frozenset({"endpoints", "egress_allow"})
-_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]*")  # a data folder (MATH) is walked to check it; bounded
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]*")  # a host name in MAGDI_EGRESS_ALLOW
 
 
 class Who(StrEnum):
