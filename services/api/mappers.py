@@ -108,9 +108,8 @@ def job_public(job: Job, *, trusted: bool = True) -> JobPublic:
             for key in ("base_url", "api_key_env"):
                 if agent.get(key) is not None:
                     agent[key] = REDACTED
-        for key in ("data_path",):
-            if spec.get(key) is not None:
-                spec[key] = REDACTED
+        if spec.get("data_path") is not None:
+            spec["data_path"] = REDACTED
         if spec["protocol"].get("demos_source") is not None:
             spec["protocol"]["demos_source"] = REDACTED
         data["errors"] = [REDACTED_ERROR for _ in data["errors"]]
