@@ -269,7 +269,10 @@ class OperatorPolicy(BaseSettings):
 
     def relative_data_path(self, path: str) -> str:
         """`confine`, stored relative to the root: each worker resolves it under its own root again."""
-        real = self.confine(path)
+        return self.stored_path(self.confine(path))
+
+    def stored_path(self, real: Path) -> str:
+        """A path `confine` returned, relative to the root (how a job spec stores it)."""
         return str(real.relative_to(os.path.realpath(self.data_root or "/"))) or "."
 
 

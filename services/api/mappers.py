@@ -69,11 +69,12 @@ def job_spec(body: JobCreate, policy: OperatorPolicy) -> JobSpec:
     the cap. PolicyError / DataPathError (generic: it never says whether a file exists elsewhere).
     """
     check_panel(body.panel, body.protocol, policy, questions=body.limit)
-    data_path = policy.relative_data_path(body.data_path)
+    real = policy.confine(body.data_path)  # once: for a folder it walks every file
+    data_path = policy.stored_path(real)
     fmt = body.format or default_format(body.dataset)
     cap = policy.job_max_questions
     try:
-        found = load_questions(policy.confine(data_path), fmt, dataset=body.dataset, offset=body.offset,
+        found = load_questions(real, fmt, dataset=body.dataset, offset=body.offset,
                                limit=cap + 1 if body.limit is None else 1)
     except DatasetError as exc:
         log.info("POST /v1/jobs: %s does not load as %s: %s", data_path, fmt, exc)
