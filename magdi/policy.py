@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from magdi.config_loading import ConfigError, read_yaml, suggest
+from magdi.config_loading import ConfigError, Location, dotted, read_yaml, suggest
 from magdi.errors import UserError
 from magdi.mag import repeated
 from magdi.panel import NAME_PATTERN, OPERATOR_FIELDS, AgentConfig, EndpointSettings, PanelConfig
@@ -44,13 +44,12 @@ from magdi.panel import NAME_PATTERN, OPERATOR_FIELDS, AgentConfig, EndpointSett
 log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Location = tuple[str | int, ...]
 # One message for "outside the root", "does not exist" and "unreadable": a caller learns nothing
 # about the server's files beyond those the operator put under the root.
 DATA_PATH_REFUSED = "no readable data file or folder of that name under the server's data root"
-MAX_TREE_FILES = 100_000
+MAX_TREE_FILES = 100_000  # a data folder (MATH) is walked to check it; bounded
 ENDPOINTS_FILE_KEYS = frozenset({"endpoints", "egress_allow"})
-_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]*")  # a data folder (MATH) is walked to check it; bounded
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_]*")  # a host name in MAGDI_EGRESS_ALLOW
 
 
 class Who(StrEnum):
@@ -67,7 +66,7 @@ class PolicyError(UserError):
     def __init__(self, problems: list[tuple[Location, str]]) -> None:
         self.problems = problems
         super().__init__("refused by the server's endpoint policy:\n" + "\n".join(
-            f"  {'.'.join(str(p) for p in loc)}: {msg}" for loc, msg in problems))
+            f"  {dotted(loc)}: {msg}" for loc, msg in problems))
 
 
 class DataPathError(UserError):
@@ -270,7 +269,10 @@ class OperatorPolicy(BaseSettings):
 
     def relative_data_path(self, path: str) -> str:
         """`confine`, stored relative to the root: each worker resolves it under its own root again."""
-        real = self.confine(path)
+        return self.stored_path(self.confine(path))
+
+    def stored_path(self, real: Path) -> str:
+        """A path `confine` returned, relative to the root (how a job spec stores it)."""
         return str(real.relative_to(os.path.realpath(self.data_root or "/"))) or "."
 
 

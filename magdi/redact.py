@@ -51,8 +51,9 @@ class RedactSecrets(logging.Filter):
             record.msg, record.args = cleaned, None
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            if self.redact(text) != text:
-                record.exc_text = self.redact(text)
+            cleaned_exc = self.redact(text)
+            if cleaned_exc != text:
+                record.exc_text = cleaned_exc
         return True
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from magdi.cli.common import console, fail, store_or_exit
 from magdi.mag import Job
 from magdi.rounding import round_floats
+from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore, job_summary
 
 app = typer.Typer(no_args_is_help=True)
@@ -27,9 +28,8 @@ def _row(job: Job) -> dict[str, Any]:
     return row
 
 
-def _rows() -> list[dict[str, Any]]:
-    with store_or_exit() as store:
-        return [_row(job) for job in JobStore(store).list()]
+def _rows(store: GraphStore) -> list[dict[str, Any]]:
+    return [_row(job) for job in JobStore(store).list()]
 
 
 def _pick(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -53,7 +53,8 @@ def list_(
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """All jobs, oldest first: status, progress, counters, cost and lease."""
-    rows = [r for r in _rows() if status is None or r["status"] == status]
+    with store_or_exit() as store:
+        rows = [r for r in _rows(store) if status is None or r["status"] == status]
     if fmt == "json":
         typer.echo(json.dumps(round_floats(rows), default=str))
         return
@@ -72,10 +73,11 @@ def status(
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
     """One job in detail (or all): progress, counters, tokens, cost, lease, calls, retries, 429 waits, errors."""
-    rows = _rows()
-    if name is not None:
-        rows = [_pick(rows, name)]
-    _add_batches(rows)
+    with store_or_exit() as store:  # one connection (and schema check) for the jobs and their batches
+        rows = _rows(store)
+        if name is not None:
+            rows = [_pick(rows, name)]
+        _add_batches(store, rows)
     if fmt == "json":
         typer.echo(json.dumps(round_floats(rows if name is None else rows[0]), default=str))
         return
@@ -108,14 +110,13 @@ def status(
 SHOWN_BATCHES = 20  # the latest; `--format json` lists them all
 
 
-def _add_batches(rows: list[dict[str, Any]]) -> None:
+def _add_batches(store: GraphStore, rows: list[dict[str, Any]]) -> None:
     """Each job's batches (batch mode: provider batch ids or offline file stems), in submission order."""
     from magdi.store.batches import BatchStore
 
-    with store_or_exit() as store:
-        batches = BatchStore(store)
-        for row in rows:
-            row["batches"] = batches.summaries(row["id"])
+    batches = BatchStore(store)
+    for row in rows:
+        row["batches"] = batches.summaries(row["id"])
 
 
 def _batch_table(batches: list[dict[str, Any]]) -> Table:

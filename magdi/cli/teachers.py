@@ -7,12 +7,11 @@ generator's image, so where it is not installed the command says how to get it i
 
 from __future__ import annotations
 
-import importlib.util
-
 import typer
 from rich.markup import escape
 
 from magdi.cli.common import fail
+from magdi.cli.parts import is_installed
 
 app = typer.Typer(no_args_is_help=True, help="The SIMULATED teacher panel (replays recorded outputs).")
 
@@ -23,7 +22,7 @@ PACKAGE = "services.teachers"
                                "help_option_names": []})
 def serve(ctx: typer.Context) -> None:
     """Serve the SIMULATED OpenAI-compatible teacher panel; `magdi teachers serve --help` lists its options."""
-    if importlib.util.find_spec(PACKAGE) is None:
+    if not is_installed(PACKAGE):  # also where `services` itself is absent (the trainer image)
         raise fail(escape(f"the simulated teacher panel ({PACKAGE}) is not installed here: pip install "
                           "'.[teachers]' in a source tree (docker compose runs it as the `teachers` service)"))
     from services.teachers.cli import main

@@ -45,6 +45,8 @@ def debate_pairs(debate: Debate, prompt_format: str = CHAT_TEMPLATE) -> Iterator
         return
     order = {a.name: i for i, a in enumerate(debate.panel)}
     prompt = as_prompt(debate, check_prompt_format(prompt_format))
+    provenance = debate_provenance(debate)
+    debate_id = provenance["debate_id"]
     for rejected in wrong:
         chosen = _pick_chosen(rejected, correct, order)
         chosen_text, rejected_text = assistant_text(chosen), assistant_text(rejected)
@@ -55,9 +57,9 @@ def debate_pairs(debate: Debate, prompt_format: str = CHAT_TEMPLATE) -> Iterator
             "chosen": as_answer(debate, chosen_text, prompt_format),
             "rejected": as_answer(debate, rejected_text, prompt_format),
             "metadata": {
-                **debate_provenance(debate),
-                "chosen": {**node_provenance(debate, chosen), "answer": chosen.answer},
-                "rejected": {**node_provenance(debate, rejected), "answer": rejected.answer},
+                **provenance,
+                "chosen": {**node_provenance(debate_id, chosen), "answer": chosen.answer},
+                "rejected": {**node_provenance(debate_id, rejected), "answer": rejected.answer},
             },
         }
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from magdi import ids
 from magdi.answers import remove_agreement
 from magdi.errors import UserError
 from magdi.mag import Debate, ParseStatus, Response
@@ -59,10 +60,13 @@ def is_usable(response: Response) -> bool:
     return response.parse_status is ParseStatus.VALID and response.answer is not None
 
 
-def node_provenance(debate: Debate, response: Response) -> dict[str, Any]:
-    """Where one response came from; the same keys and types for every node."""
+def node_provenance(debate_id: str, response: Response) -> dict[str, Any]:
+    """Where one response came from; the same keys and types for every node.
+
+    Takes the debate's id, computed once per MAG by the caller: an imported MAG's id hashes its content.
+    """
     return {
-        "node_id": debate.response_id(response.agent, response.round),
+        "node_id": ids.response_id(debate_id, response.agent, response.round),
         "agent": response.agent,
         "round": response.round,
         "model": response.model,
@@ -84,6 +88,7 @@ def debate_provenance(debate: Debate) -> dict[str, Any]:
 def debate_records(debate: Debate, prompt_format: str = CHAT_TEMPLATE) -> Iterator[dict[str, Any]]:
     """SFT records of one MAG, in panel-then-round order; a repeated (prompt, answer text) is kept once."""
     prompt = as_prompt(debate, check_prompt_format(prompt_format))
+    provenance = debate_provenance(debate)
     seen: set[str] = set()
     for r in debate.sorted_responses():
         if not (is_usable(r) and r.correct is True):
@@ -92,7 +97,7 @@ def debate_records(debate: Debate, prompt_format: str = CHAT_TEMPLATE) -> Iterat
         if text in seen:
             continue
         seen.add(text)
-        metadata = {**debate_provenance(debate), **node_provenance(debate, r)}
+        metadata = {**provenance, **node_provenance(provenance["debate_id"], r)}
         if prompt_format == CHAT_TEMPLATE:
             yield {"messages": [*prompt, *as_answer(debate, text, prompt_format)], "metadata": metadata}
         else:

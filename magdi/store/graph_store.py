@@ -115,11 +115,11 @@ class WriteConflict(UserError):
     question); nothing of that transaction was written."""
 
 
-def _question_conflict(row: dict[str, Any], where: str) -> str:
+def _question_conflict(row: dict[str, Any], where: str, state: str = "is stored with other content") -> str:
     changes = [f"{name} {row[old]!r} -> {row[new]!r}" for name, old, new in
                (("text", "text", "new_text"), ("gold answer", "gold", "new_gold"), ("task", "task", "new_task"),
                 ("options", "options", "new_options")) if row[old] != row[new]]
-    return (f"question {row['id']} of dataset {row['dataset']!r} is stored with other content ({'; '.join(changes)})"
+    return (f"question {row['id']} of dataset {row['dataset']!r} {state} ({'; '.join(changes)})"
             f"{where}; a stored question is never changed: fix the file or use another dataset name")
 
 
@@ -134,8 +134,8 @@ def _batch_conflicts(batch: Iterable[tuple[Question, str]]) -> list[str]:
             row = {"id": q.id, "dataset": q.dataset, "text": fq.text, "new_text": q.text, "gold": fq.gold_answer,
                    "new_gold": q.gold_answer, "task": fq.task.value, "new_task": q.task.value,
                    "options": fq.options, "new_options": q.options}
-            problems.append(_question_conflict(row, f" in {fwhere}, differently in {where}").replace(
-                "is stored with other content", "appears with two contents"))
+            problems.append(_question_conflict(row, f" in {fwhere}, differently in {where}",
+                                               state="appears with two contents"))
     return problems
 
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 import neo4j
 from neo4j.exceptions import ClientError
 
+from magdi import ids
+
 log = logging.getLogger(__name__)
 
 # The lock holder's transaction stays open for the whole upgrade (a data migration of a big store
@@ -98,7 +100,6 @@ def migrate_content_ids(driver: neo4j.Driver, database: str | None = None) -> di
     It cannot undo an overwrite that happened before (a question whose text was replaced by another
     file's): such debates move with the question they point at now.
     """
-    from magdi import ids
     from magdi.store.graph_store import MAG_PROJECTION
 
     done = {"debates_renamed": 0, "labels_fixed": 0, "questions_renamed": 0, "questions_merged": 0, "jobs_pinned": 0}
@@ -172,7 +173,7 @@ def _debate_updates(rows: list[neo4j.Record]) -> tuple[list[dict[str, object]], 
                 if r.parse_status is ParseStatus.VALID and r.answer is not None and r.correct is not None:
                     correct = is_equivalent(r.answer, q.gold_answer, q.task)
                     if correct != r.correct:
-                        labels.append({"id": f"{new_id}/{r.agent}/{r.round}", "correct": correct,
+                        labels.append({"id": ids.response_id(new_id, r.agent, r.round), "correct": correct,
                                        "label": 1 if correct else 0})
             if debate.team_answer is not None and team_correct is not None:
                 team_correct = is_equivalent(debate.team_answer, q.gold_answer, q.task)
@@ -249,8 +250,9 @@ def _run_step(driver: neo4j.Driver, step: Step, database: str | None) -> None:
 def apply(driver: neo4j.Driver, database: str | None = None, *, target: int | None = None) -> int:
     """Run the migrations newer than the stored version (up to `target`); returns the version in force."""
     target = SCHEMA_VERSION if target is None else target
-    if current_version(driver, database) >= target:
-        return current_version(driver, database)
+    stored = current_version(driver, database)
+    if stored >= target:
+        return stored
     _prepare_lock(driver, database)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     with driver.session(database=database) as session:

@@ -69,11 +69,12 @@ def job_spec(body: JobCreate, policy: OperatorPolicy) -> JobSpec:
     the cap. PolicyError / DataPathError (generic: it never says whether a file exists elsewhere).
     """
     check_panel(body.panel, body.protocol, policy, questions=body.limit)
-    data_path = policy.relative_data_path(body.data_path)
+    real = policy.confine(body.data_path)  # once: for a folder it walks every file
+    data_path = policy.stored_path(real)
     fmt = body.format or default_format(body.dataset)
     cap = policy.job_max_questions
     try:
-        found = load_questions(policy.confine(data_path), fmt, dataset=body.dataset, offset=body.offset,
+        found = load_questions(real, fmt, dataset=body.dataset, offset=body.offset,
                                limit=cap + 1 if body.limit is None else 1)
     except DatasetError as exc:
         log.info("POST /v1/jobs: %s does not load as %s: %s", data_path, fmt, exc)
@@ -108,9 +109,8 @@ def job_public(job: Job, *, trusted: bool = True) -> JobPublic:
             for key in ("base_url", "api_key_env"):
                 if agent.get(key) is not None:
                     agent[key] = REDACTED
-        for key in ("data_path",):
-            if spec.get(key) is not None:
-                spec[key] = REDACTED
+        if spec.get("data_path") is not None:
+            spec["data_path"] = REDACTED
         if spec["protocol"].get("demos_source") is not None:
             spec["protocol"]["demos_source"] = REDACTED
         data["errors"] = [REDACTED_ERROR for _ in data["errors"]]

@@ -91,6 +91,22 @@ def test_without_the_package_magdi_teachers_serve_says_how_to_install_it(monkeyp
     assert result.exit_code == 2 and ".[teachers]" in result.output
 
 
+def test_without_the_services_package_magdi_teachers_serve_still_says_how_to_install_it(monkeypatch):
+    """The trainer image has no `services` at all: find_spec raises for the parent, not None."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *a):
+        if name == "services.teachers":
+            raise ModuleNotFoundError("No module named 'services'", name="services")
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    result = CliRunner().invoke(magdi_app, ["teachers", "serve", "--port", "1"])
+    assert result.exit_code == 2 and ".[teachers]" in result.output
+
+
 def test_magdi_teachers_serve_runs_the_panel_with_per_model_faults(tmp_path: Path):
     """The real command in a subprocess: an alias with --per-model faults fails, its recorded model answers."""
     port = free_port()
