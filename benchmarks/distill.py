@@ -24,7 +24,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -270,7 +270,3 @@ def table(results: dict[str, Any]) -> str:
                      f"questions, greedy, at most {results['size']['max_new_tokens']} new tokens. "
                      f"{results['device']}, {results.get('seconds', 0):.0f} s in all.")
     return "\n".join(lines)
-
-
-def with_overrides(size: Size, *extra: str) -> Size:
-    return replace(size, overrides=(*size.overrides, *extra))
