@@ -24,7 +24,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -152,12 +152,11 @@ def evaluate_arm(lm: Any, tokenizer: Any, cfg: TrainConfig, kind: str, held: lis
                  device: torch.device, student: Any = None) -> dict[str, Any]:
     """The held-out metrics of one model (a trained student's LM, or the base)."""
     spec = GraphSpec.from_config(cfg, prompt_format=kind)
-    scored = held[: size.score_mags] if size.score_mags is not None else held
     t0 = time.monotonic()
-    likelihood = score_answers(lm, tokenizer, scored, spec, device, student=student,
+    likelihood = score_answers(lm, tokenizer, held[: size.score_mags], spec, device, student=student,
                                mags_per_forward=size.score_mags_per_forward, desc="score")
     t1 = time.monotonic()
-    items = items_from_debates(held)[: size.gen_questions] if size.gen_questions is not None else items_from_debates(held)
+    items = items_from_debates(held)[: size.gen_questions]  # None = all
     opts = DecodeOptions(greedy=True, max_new_tokens=size.max_new_tokens, batch_size=size.gen_batch)
     lm.eval()
     generated = score(items, generate(lm, tokenizer, [it.question for it in items], opts, device,
@@ -193,7 +192,7 @@ def run(size: Size, arms: list[str], out: Path, *, mags: Path | None = None, dea
     mags_info.update(path=str(mags), mags=len(debates), train_questions=len(split.train),
                      held_out_questions=len(split.held_out))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    base_dir = models.resolve(size.student) if models.is_packaged(size.student) else size.student
+    base_dir = models.resolve(size.student)  # a packaged model's directory; a hub id or directory as given
     tokenizer = load_tokenizer(base_dir)
     results: dict[str, Any] = {
         "label": label, "date": datetime.now(UTC).isoformat(timespec="seconds"), "student": size.student,
@@ -271,7 +270,3 @@ def table(results: dict[str, Any]) -> str:
                      f"questions, greedy, at most {results['size']['max_new_tokens']} new tokens. "
                      f"{results['device']}, {results.get('seconds', 0):.0f} s in all.")
     return "\n".join(lines)
-
-
-def with_overrides(size: Size, *extra: str) -> Size:
-    return replace(size, overrides=(*size.overrides, *extra))

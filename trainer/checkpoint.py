@@ -94,7 +94,7 @@ def save_artifact(path: Path, student: Any, tokenizer: Any, cfg: TrainConfig, ba
     tokenizer.save_pretrained(path)
     (path / CONFIG_FILE).write_text(cfg.to_yaml(), encoding="utf-8")
     meta = {"base_model": reference, **(extra or {})}
-    packaged = models.manifest(Path(base_model)) if Path(base_model).is_dir() else None
+    packaged = models.manifest(Path(base_model))  # None unless a pulled packaged model
     if packaged:
         meta["base_packaged"] = {k: packaged[k] for k in ("hub_id", "quantization", "gguf_sha256", "packages")}
     (path / ARTIFACT_FILE).write_text(json.dumps(meta, indent=1))

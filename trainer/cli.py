@@ -77,7 +77,7 @@ def eval_command(
         evaluate,
         items_from_debates,
         items_from_file,
-        split_debates,
+        split_selections,
         training_debate_tokens,
     )
     from trainer.sources import DataError
@@ -102,10 +102,8 @@ def eval_command(
             name, split_name, debates = items[0].question.dataset, f"file:{data.name}", None
         else:
             split_name = split or "test"
-            debates = split_debates(cfg, split_name, limit=limit)  # type: ignore[arg-type]
-            items = items_from_debates(debates)
-            if score_limit != limit:
-                debates = split_debates(cfg, split_name, limit=score_limit)  # type: ignore[arg-type]
+            generated, debates = split_selections(cfg, split_name, [limit, score_limit])  # type: ignore[arg-type]
+            items = items_from_debates(generated)
             baseline, name = None, dataset or cfg.data.dataset or items[0].question.dataset
         kwargs = {"opts": opts, "dataset": name, "split": split_name, "out_dir": out_dir, "baseline_tokens": baseline,
                   "compare_base": compare_base, "debates": debates if likelihood else None}

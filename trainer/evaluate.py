@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -130,18 +131,27 @@ def small_n_warning(n: int, correct: int) -> str | None:
 def split_debates(cfg: TrainConfig, split: Split, *, limit: int | None = None,
                   neo4j_settings: object | None = None) -> list[Debate]:
     """The debates of the first `limit` questions (with a gold answer) of a held-out split."""
+    return split_selections(cfg, split, [limit], neo4j_settings=neo4j_settings)[0]
+
+
+def split_selections(cfg: TrainConfig, split: Split, limits: Sequence[int | None], *,
+                     neo4j_settings: object | None = None) -> list[list[Debate]]:
+    """`split_debates` for each of `limits`, from ONE pass over the split (`magdi eval` generates for
+    `--limit` questions and scores the held-out MAGs of `--score-limit` questions)."""
     d = cfg.data
     source = open_source(d.source, dataset=d.dataset, job_id=d.job_id, batch_size=d.neo4j_batch_size,
                          settings=neo4j_settings)
-    kept: list[Debate] = []
-    questions: set[str] = set()
+    kept: list[list[Debate]] = [[] for _ in limits]
+    questions: list[set[str]] = [set() for _ in limits]
     for debate in debates_in_split(source, split, d.split_fractions, d.split_salt):
         q = debate.question
-        if q.gold_answer is None or (q.id not in questions and limit is not None and len(questions) >= limit):
+        if q.gold_answer is None:
             continue
-        questions.add(q.id)
-        kept.append(debate)
-    if not kept:
+        for limit, chosen, seen in zip(limits, kept, questions, strict=True):
+            if q.id in seen or limit is None or len(seen) < limit:
+                seen.add(q.id)
+                chosen.append(debate)
+    if not all(kept):
         raise DataError(f"no questions with a gold answer in the {split} split of {source.describe()}")
     return kept
 

@@ -32,7 +32,7 @@ import torch
 from magdi.mag import Debate
 from trainer.data import MAGCollator
 from trainer.graphs import GraphSpec, MAGEncoder
-from trainer.losses import position_weighted_pool
+from trainer.losses import IGNORE_INDEX, next_token_targets, nll_labels, position_weighted_pool, target_rows
 from trainer.model import causal_lm_of, decoder_states, distinct_rows
 
 SCORE_MAX_LENGTH = 2048
@@ -55,17 +55,16 @@ def bootstrap_ci(per_mag: Sequence[tuple[int, int]], *, draws: int = 2000, seed:
     return [round(ratios[int(0.025 * (draws - 1))], 4), round(ratios[int(0.975 * (draws - 1))], 4)]
 
 
-def _answer_logprob_sums(causal_lm: Any, hidden: torch.Tensor, ids: torch.Tensor, answer: torch.Tensor) -> torch.Tensor:
-    """Per row, the summed log-probability of its answer tokens (LM head on those positions only)."""
+def _answer_logprob_sums(causal_lm: Any, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per row, the summed log-probability of the tokens `labels` scores (LM head on those positions only)."""
     head = causal_lm.get_output_embeddings()
-    states = hidden[:, :-1][answer]
-    targets = ids[:, 1:][answer]
-    owners = torch.nonzero(answer, as_tuple=True)[0]
+    states, targets = next_token_targets(hidden, labels)
+    owners = target_rows(labels)
     logp = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
     for s in range(0, len(targets), HEAD_CHUNK):
         logits = head(states[s:s + HEAD_CHUNK]).float()
         logp[s:s + HEAD_CHUNK] = torch.log_softmax(logits, dim=-1).gather(-1, targets[s:s + HEAD_CHUNK, None])[:, 0]
-    return torch.zeros(ids.shape[0], dtype=torch.float32, device=hidden.device).index_add_(0, owners, logp)
+    return torch.zeros(labels.shape[0], dtype=torch.float32, device=hidden.device).index_add_(0, owners, logp)
 
 
 @torch.no_grad()
@@ -115,10 +114,9 @@ def _score(model: Any, tokenizer: Any, debates: list[Debate], spec: GraphSpec, d
             width = int(mask.sum(dim=1).max())
             ids, mask = batch.input_ids[rows][:, :width].to(device), mask[:, :width].to(device)
             hidden = decoder_states(causal_lm, ids, mask)
-            positions = torch.arange(1, width, device=device)
-            answer = (mask[:, 1:] == 1) & (positions[None, :] >= batch.prompt_length[rows].to(device)[:, None])
-            sums = _answer_logprob_sums(causal_lm, hidden, ids, answer).cpu()
-            counts = answer.sum(dim=1).cpu()
+            labels = nll_labels(ids, mask, batch.prompt_length[rows].to(device), mask_prompt=True)  # answers only
+            sums = _answer_logprob_sums(causal_lm, hidden, labels).cpu()
+            counts = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1).cpu()
             y, mag = batch.y[rows], batch.batch[rows]
             distinct += len(rows)
             nll_sum += float(-sums[y == 1].sum())

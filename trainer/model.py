@@ -297,9 +297,7 @@ def _pair_multiplicity(pair_pos: torch.Tensor, rows: torch.Tensor, n: int) -> to
     as labels, so with |P| < |N| a correct node is trained as often as the balancing repeats it
     (docs/method.md §5.1-§5.2). `end_to_end` counts every correct node once.
     """
-    counts = torch.bincount(pair_pos, minlength=n) if pair_pos.numel() else torch.zeros(n, dtype=torch.long,
-                                                                                         device=rows.device)
-    return counts[rows].clamp(min=1)
+    return torch.bincount(pair_pos, minlength=n)[rows].clamp(min=1)  # no pairs: all zeros, so 1
 
 
 def _positions(rows: torch.Tensor, n: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from magdi import models
-from magdi.cli.common import console, fail
+from magdi.cli.common import console, user_errors
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -36,12 +36,10 @@ def pull(
     force: bool = typer.Option(False, "--force", help="download and convert again even if pulled"),
 ) -> None:
     """Download the model's pinned package(s) from the package index and convert it, once."""
-    try:
+    with user_errors():
         models.spec(name)
         already = models.pulled_path(name) is not None and not force
         path = models.pull(name, force=force)
-    except models.ModelPullError as exc:
-        raise fail(str(exc)) from None
     err = typer.style("already pulled: " if already else "pulled: ", fg=typer.colors.CYAN)
     typer.echo(err + name, err=True)
     typer.echo(str(path))
@@ -50,11 +48,9 @@ def pull(
 @app.command()
 def path(name: str = typer.Argument(..., help="a pulled packaged model")) -> None:
     """Print the model's directory (for `from_pretrained`); fails if it is not pulled."""
-    try:
+    with user_errors():
         models.spec(name)
         typer.echo(models.resolve(name, pull_missing=False))
-    except models.ModelPullError as exc:
-        raise fail(str(exc)) from None
 
 
 @app.command()
@@ -63,9 +59,9 @@ def serve(
     detach: bool = typer.Option(False, "--detach", help="run in the background; `magdi models stop` stops it"),
 ) -> None:
     """Serve packaged models as real local teachers with HF's `transformers serve` (OpenAI-compatible)."""
-    from magdi.model_server import ModelServer, ModelServerError, start_detached
+    from magdi.model_server import ModelServer, start_detached
 
-    try:
+    with user_errors():
         if detach:
             info = start_detached(port)
             typer.echo(f"transformers serve on {info['base_url']} (pid {info['pid']}, log {info['log']}); "
@@ -77,8 +73,6 @@ def serve(
                 server.proc.wait()
             except KeyboardInterrupt:
                 pass
-    except ModelServerError as exc:
-        raise fail(str(exc)) from None
 
 
 @app.command()
