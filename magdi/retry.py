@@ -1,8 +1,9 @@
 """The project's one retry policy for work that may simply be repeated, built on tenacity.
 
 It serves idempotent work held up by a dependency that is briefly away: group-committed MAG writes
-while Neo4j restarts (`services.generator.turn_writers.GroupWriter`) and job lease renewals
-(`services.generator.jobrun.LeaseKeeper`). Each attempt that fails with a transient error is
+while Neo4j restarts (`services.generator.turn_writers.GroupWriter`), job lease renewals
+(`services.generator.jobrun.LeaseKeeper`) and batch uploads, which a key makes repeatable
+(`services.generator.batching`). Each attempt that fails with a transient error is
 repeated after a capped exponential delay until the caller's `give_up` says the hold has lasted
 too long; any other error, and the last transient one, is raised as is.
 

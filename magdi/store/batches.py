@@ -12,7 +12,7 @@ history.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from magdi.store.graph_store import GraphStore
@@ -44,8 +44,7 @@ class BatchRecord:
         return len(self.custom_ids)
 
 
-_FIELDS = ("job_id", "key", "batch_id", "kind", "seq", "model", "endpoint", "input_file_id", "custom_ids", "rounds",
-           "status", "completed", "failed", "output_file_id", "error_file_id", "ingested")
+_FIELDS = tuple(f.name for f in fields(BatchRecord))  # every field is a property of the node
 
 
 def _record(props: dict[str, Any]) -> BatchRecord:

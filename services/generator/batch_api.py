@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,8 +173,7 @@ class BatchTimeout(TimeoutError):
 
 
 async def wait(client: openai.AsyncOpenAI, batch_id: str, policy: PollPolicy = PollPolicy(), *,
-               on_poll: Callable[[Batch], None] | None = None,
-               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> Batch:
+               on_poll: Callable[[Batch], None] | None = None) -> Batch:
     """Poll until the batch is completed, failed, expired or cancelled; BatchTimeout after `timeout_s`.
 
     A failed status check (connection error, 429, 5xx) is simply retried at the next poll: polling
@@ -196,7 +195,7 @@ async def wait(client: openai.AsyncOpenAI, batch_id: str, policy: PollPolicy = P
         waited = time.monotonic() - start
         if waited + delay > policy.timeout_s:
             raise BatchTimeout(batch_id, status, waited)
-        await sleep(delay)
+        await asyncio.sleep(delay)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from openai.types import Batch
 from magdi import ids
 from magdi.errors import UserError
 from magdi.panel import AgentConfig, PanelConfig, Price
+from magdi.retry import Hold, retry_while
 from magdi.store.batches import BatchRecord, BatchStore
 from services.generator import batch_api
 from services.generator.batch_api import InputFile, LineResult, PollPolicy, build_input_files, chat_request
@@ -508,15 +509,19 @@ def _as_exception(exc: BaseException) -> Exception:
 
 
 async def _with_retries(send: Callable[[], Awaitable[Submitted]]) -> Submitted:
-    """Upload + create, again after a transient error (the key finds a batch the failed try created)."""
-    delay = 1.0
-    for attempt in range(1, SUBMIT_TRIES + 1):
-        try:
-            return await send()
-        except batch_api.RETRYABLE as exc:
-            if attempt == SUBMIT_TRIES:
-                raise
-            logger.warning("sending a batch failed (%s); retrying in %.0f s", type(exc).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
-    raise AssertionError("unreachable")
+    """Upload + create, again after a transient error (the key finds a batch the failed try created):
+    `SUBMIT_TRIES` tries, 1 s apart at first, the delay doubling up to 60 s."""
+    tries = 0
+
+    async def attempt() -> Submitted:
+        nonlocal tries
+        tries += 1
+        return await send()
+
+    def on_retry(exc: Exception, _: Hold) -> None:
+        logger.warning("sending a batch failed (%s); try %d of %d follows", type(exc).__name__, tries + 1,
+                       SUBMIT_TRIES)
+
+    return await retry_while(attempt, transient=lambda exc: isinstance(exc, batch_api.RETRYABLE), hold=Hold(),
+                             give_up=lambda _: tries >= SUBMIT_TRIES, delay_s=1.0, max_delay_s=60.0,
+                             on_retry=on_retry)

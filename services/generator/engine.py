@@ -353,16 +353,16 @@ class Engine:
                     error = f"{error}; no re-ask: the job's cost cap was reached"
                 else:
                     outputs.append(_output(second, reask=reask))
-                if second is not None and second.text is not None:
-                    result = result.merge(second)
-                    try:
-                        parsed = parse_turn(result.text or "", question)
-                        error = None
-                    except AnswerParseError as exc2:
-                        error = f"{error}; after one re-ask: {exc2}"
-                elif second is not None:
-                    result.attempts += second.attempts
-                    error = f"{error}; the re-ask failed: {second.error}"
+                    if second.text is None:
+                        result.attempts += second.attempts
+                        error = f"{error}; the re-ask failed: {second.error}"
+                    else:
+                        result = result.merge(second)
+                        try:
+                            parsed = parse_turn(result.text or "", question)
+                            error = None
+                        except AnswerParseError as exc2:
+                            error = f"{error}; after one re-ask: {exc2}"
         usage = {"tokens_in": result.tokens_in, "tokens_out": result.tokens_out, "latency_s": result.latency_s,
                  "cost_usd": result.cost_usd, "finish_reason": result.finish_reason, "attempts": result.attempts,
                  "raw_text": result.text, "outputs": outputs}

@@ -368,23 +368,16 @@ def _add_call_counters(jobs: JobStore, job_id: str, endpoints: Endpoints, writer
     """Add this run's endpoint and store counters to the Job node (summed over runs, for `magdi jobs status`).
 
     In batch mode a call is a line sent in a batch, a retry a failed line sent again."""
-    batch = calls or _NoBatch()
-    totals = {"calls": sum(e.calls for e in endpoints.all()) + batch.lines_sent,
-              "retries": sum(e.retries for e in endpoints.all()) + batch.lines_retried,
+    sent, retried, failed = (calls.lines_sent, calls.lines_retried, calls.lines_failed) if calls else (0, 0, 0)
+    totals = {"calls": sum(e.calls for e in endpoints.all()) + sent,
+              "retries": sum(e.retries for e in endpoints.all()) + retried,
               "rate_limit_waits": sum(e.rate_limit_waits for e in endpoints.all()),
-              "call_failures": sum(e.failures for e in endpoints.all()) + batch.lines_failed,
+              "call_failures": sum(e.failures for e in endpoints.all()) + failed,
               "store_outages": writer.outages, "store_held_s": round(writer.held_s, 1)}
     try:
         jobs.add_run_counters(job_id, totals)
     except Exception as exc:  # noqa: BLE001 - counters are informative; finishing the job matters more
         logger.warning("job %s: could not store call counters: %s", job_id, exc)
-
-
-@dataclass
-class _NoBatch:
-    lines_sent: int = 0
-    lines_retried: int = 0
-    lines_failed: int = 0
 
 
 def describe(result: JobResult) -> dict[str, Any]:

@@ -131,10 +131,10 @@ class SimBatch:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def as_json(self) -> dict[str, Any]:
-        results = [line.result for line in self.lines if line.result is not None]
-        completed = sum(1 for line in self.lines if line.ok())
-        usage = [r["response"]["body"].get("usage") or {} for r in results
-                 if (r.get("response") or {}).get("status_code") == 200]
+        answered = sum(1 for line in self.lines if line.result is not None)
+        succeeded = [line.result for line in self.lines if line.ok()]
+        completed = len(succeeded)
+        usage = [r["response"]["body"].get("usage") or {} for r in succeeded if r is not None]
         tin = sum(max(u.get("prompt_tokens", 0), 0) for u in usage)
         tout = sum(max(u.get("completion_tokens", 0), 0) for u in usage)
 
@@ -152,7 +152,7 @@ class SimBatch:
             "expired_at": stamp("expired_at"), "cancelling_at": stamp("cancelling_at"),
             "cancelled_at": stamp("cancelled_at"),
             "request_counts": {"total": len(self.lines), "completed": completed,
-                               "failed": len(results) - completed},
+                               "failed": answered - completed},
             "metadata": self.metadata,
             "usage": {"input_tokens": tin, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": tout,
                       "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": tin + tout},

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from typing import Any
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from services.teachers.config import PanelSimConfig
@@ -57,12 +57,6 @@ def draw_fault(config: PanelSimConfig, rng: random.Random) -> str | None:
 def error_body(message: str, err_type: str, code: str | None, param: str | None = None) -> dict[str, Any]:
     """An error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
     return {"error": {"message": message, "type": err_type, "param": param, "code": code}}
-
-
-def error_response(
-    status: int, message: str, err_type: str, code: str | None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(error_body(message, err_type, code), status_code=status, headers=headers)
 
 
 class SlidingWindowLimiter:
