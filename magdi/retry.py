@@ -28,9 +28,11 @@ T = TypeVar("T")
 @dataclass
 class Hold:
     """When a piece of work was first held up: by its first transient failure, or by the caller
-    (a gate that made it wait, the moment a failed request was sent)."""
+    (a gate that made it wait, the moment a failed request was sent); and how many attempts have
+    failed so far, for callers that give up after a number of tries rather than a time."""
 
     since: float | None = None
+    failed_attempts: int = 0
 
     def start(self, at: float | None = None) -> None:
         if self.since is None:
@@ -54,8 +56,9 @@ async def retry_while(fn: Callable[[], Awaitable[T]], *, transient: Callable[[Ex
     async def attempt() -> T:
         return await fn()
 
-    def stop(_: tenacity.RetryCallState) -> bool:
+    def stop(state: tenacity.RetryCallState) -> bool:
         hold.start()
+        hold.failed_attempts = state.attempt_number
         return give_up(hold)
 
     def before_sleep(state: tenacity.RetryCallState) -> None:

@@ -62,3 +62,13 @@ def test_cancellation_is_never_retried() -> None:
     with pytest.raises(asyncio.CancelledError):
         run(fn, delay_s=0.01)
     assert len(fn.starts) == 1
+
+
+def test_a_caller_can_give_up_after_a_number_of_tries() -> None:
+    """What a batch upload does: at most 3 tries, however short the hold has been."""
+    fn, seen = Flaky(*(ConnectionError(str(i)) for i in range(5))), []
+    with pytest.raises(ConnectionError, match="2"):
+        asyncio.run(retry_while(fn, transient=lambda e: isinstance(e, ConnectionError), hold=Hold(),
+                                give_up=lambda h: h.failed_attempts >= 3, delay_s=0.01, max_delay_s=0.01,
+                                on_retry=lambda e, h: seen.append(h.failed_attempts)))
+    assert len(fn.starts) == 3 and seen == [1, 2]

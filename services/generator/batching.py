@@ -511,17 +511,11 @@ def _as_exception(exc: BaseException) -> Exception:
 async def _with_retries(send: Callable[[], Awaitable[Submitted]]) -> Submitted:
     """Upload + create, again after a transient error (the key finds a batch the failed try created):
     `SUBMIT_TRIES` tries, 1 s apart at first, the delay doubling up to 60 s."""
-    tries = 0
 
-    async def attempt() -> Submitted:
-        nonlocal tries
-        tries += 1
-        return await send()
+    def on_retry(exc: Exception, hold: Hold) -> None:
+        logger.warning("sending a batch failed (%s); try %d of %d follows", type(exc).__name__,
+                       hold.failed_attempts + 1, SUBMIT_TRIES)
 
-    def on_retry(exc: Exception, _: Hold) -> None:
-        logger.warning("sending a batch failed (%s); try %d of %d follows", type(exc).__name__, tries + 1,
-                       SUBMIT_TRIES)
-
-    return await retry_while(attempt, transient=lambda exc: isinstance(exc, batch_api.RETRYABLE), hold=Hold(),
-                             give_up=lambda _: tries >= SUBMIT_TRIES, delay_s=1.0, max_delay_s=60.0,
-                             on_retry=on_retry)
+    return await retry_while(send, transient=lambda exc: isinstance(exc, batch_api.RETRYABLE), hold=Hold(),
+                             give_up=lambda hold: hold.failed_attempts >= SUBMIT_TRIES, delay_s=1.0,
+                             max_delay_s=60.0, on_retry=on_retry)
