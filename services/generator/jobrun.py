@@ -104,13 +104,24 @@ class LeaseKeeper:
             raise LeaseLost(f"lease on {self.job_id} lost")
 
     async def wait_valid(self) -> bool:
-        """Return while the lease is valid (True if it had to wait for a renewal); raise once it is lost."""
-        waited = False
+        """Return while the lease is valid (True if it had to wait for a renewal); raise once it is lost.
+
+        The hold is logged here, not only where a renewal fails: a renewal can also outlast the lease
+        without failing (the driver retries it inside its own window while Neo4j restarts), and a
+        silent hold looks like a hung job.
+        """
+        since: float | None = None
         while True:
             self.check()
             if time.monotonic() <= self.valid_until:
-                return waited
-            waited = True
+                if since is not None:
+                    logger.warning("job %s: lease confirmed after %.1f s; writing resumes",
+                                   self.job_id, time.monotonic() - since)
+                return since is not None
+            if since is None:
+                since = time.monotonic()
+                logger.warning("job %s: lease expired before its renewal was confirmed; "
+                               "writes are held until it succeeds", self.job_id)
             await asyncio.sleep(0.2)
 
     def _lose(self, why: str) -> None:
@@ -143,8 +154,7 @@ class LeaseKeeper:
                 self._lose("the job was cancelled or taken by another worker")
                 continue
             if hold.since is not None:
-                logger.warning("job %s: lease renewed after %.1f s of failed renewals; writing resumes",
-                               self.job_id, hold.held_s)
+                logger.warning("job %s: lease renewed after %.1f s of failed renewals", self.job_id, hold.held_s)
             self.valid_until = sent + self.lease_s - self.margin_s
 
     async def _renew_once(self, hold: Hold) -> tuple[bool, float]:

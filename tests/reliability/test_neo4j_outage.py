@@ -89,8 +89,12 @@ def test_neo4j_restart_mid_job(outage: str, own_neo4j, start_panel, gsm8k: dict[
                    details={"state": state, "outage_s": round(t_up - t_stop, 1)}))
         assert proc.returncode == 0, output[-4000:]
         assert_clean(state, N)
-        if OUTAGES[outage]:  # the long outage went through the hold, not through luck
-            assert "writes are held until it succeeds" in output and "writing resumes" in output, output[-4000:]
+        if OUTAGES[outage]:  # the long outage went through a hold, not through luck
+            # which hold catches it depends on timing: the lease keeper's (a renewal failed or outlasted
+            # the lease) or the writer's (a write met the closed port); both are logged and counted
+            held = "writes are held until it succeeds" in output or "holding" in output
+            resumed = "writing resumes" in output or "store is back" in output
+            assert held and resumed, output[-4000:]
             job = driver.execute_query("MATCH (j:Job {id: $id}) RETURN j.store_outages AS n, j.store_held_s AS s",
                                        id=job_id).records[0]
             assert job["n"] >= 1 and job["s"] > 0, dict(job)  # what `magdi jobs status` shows
