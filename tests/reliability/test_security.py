@@ -321,7 +321,8 @@ def test_finding_4_health_answers_under_a_cypher_flood(store: GraphStore, neo4j_
         for t in threads:
             t.join(timeout=60)
     assert health.status_code == 200 and ready.status_code == 200
-    assert health_s < 1.0, f"/healthz took {health_s:.2f} s while Cypher queries ran"
+    # starved, it would wait for a Cypher slot (the 3 s timeout); the margin is for a loaded 2-core CI
+    assert health_s < 2.0, f"/healthz took {health_s:.2f} s while Cypher queries ran"
     assert codes.count(429) >= 42 - 4 * 3 and set(codes) <= {400, 429}, codes  # 400: the 3 s timeout
     record(Probe(
         finding="4. health checks starve (medium)",
