@@ -25,11 +25,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
 from magdi import models
 from magdi.errors import UserError
-from magdi.processes import free_port, stop_process
+from magdi.processes import NotReady, free_port, stop_process, wait_until_ready
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +72,14 @@ class ModelServer:
         with self.log_file.open("ab") as out:
             self.proc = subprocess.Popen(self.command(), cwd=self.cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ModelServerError(f"transformers serve exited with code {self.proc.returncode}:\n{self._tail()}")
-            try:
-                if httpx.get(f"http://{self.host}:{self.port}/health", timeout=2).status_code == 200:
-                    log.info("transformers serve on %s (pid %d, log %s)", self.base_url, self.proc.pid, self.log_file)
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise ModelServerError(f"transformers serve was not ready after {self.startup_timeout_s:.0f} s:\n{self._tail()}")
+        try:
+            wait_until_ready(self.proc, f"http://{self.host}:{self.port}/health", timeout_s=self.startup_timeout_s,
+                             every_s=0.5)
+        except NotReady as exc:
+            self.stop()
+            raise ModelServerError(f"transformers serve {exc}:\n{self._tail()}") from None
+        log.info("transformers serve on %s (pid %d, log %s)", self.base_url, self.proc.pid, self.log_file)
+        return self
 
     def stop(self) -> None:
         if self.proc is not None:

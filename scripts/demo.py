@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from magdi.processes import free_port, stop_process
+from magdi.processes import NotReady, free_port, stop_process, wait_until_ready
 from magdi.settings import Neo4jSettings
 from magdi.store.graph_store import DebateFilter
 from magdi.store.jobs import JobStore
@@ -103,17 +103,12 @@ def start_api(env: dict[str, str], port: int, log_file: Path) -> subprocess.Pope
             [sys.executable, "-m", "magdi.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
             env=env, cwd=REPO, start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited with code {proc.returncode}")
-        time.sleep(0.5)
-    raise RuntimeError("the API did not become ready within 60 s")
+    try:
+        wait_until_ready(proc, f"http://127.0.0.1:{port}/readyz", timeout_s=60, every_s=0.5)
+    except NotReady as exc:
+        stop_process(proc, group=True)  # the caller never gets it: stop it here
+        raise RuntimeError(f"the API {exc} (log: {log_file})") from None
+    return proc
 
 
 def figures_table(ev: dict) -> str:

@@ -9,19 +9,15 @@ when the body raised, and by an atexit hook as a last resort.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
-import httpx
-
-from magdi.processes import free_port, stop_process
+from magdi.processes import NotReady, free_port, stop_process, wait_until_ready
 from services.teachers.config import PanelSimConfig
 
 logger = logging.getLogger(__name__)
@@ -120,15 +116,11 @@ class TeacherPanelServer:
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"exited with {self._proc.returncode}: {self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/models", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"not ready after {self.startup_timeout_s} s: {self.log_tail()}")
+        try:
+            wait_until_ready(self._proc, f"{self.base_url}/models", timeout_s=self.startup_timeout_s, every_s=0.05,
+                             probe_timeout_s=1.0)
+        except NotReady as exc:
+            raise NotReady(f"{exc}: {self.log_tail()}") from None
 
     def log_tail(self, chars: int = 2000) -> str:
         if self.log_path is None or not self.log_path.exists():
