@@ -63,6 +63,9 @@ class Limits(_Strict):
     rpm: int | None = Field(None, ge=1, description="requests per minute")
     tpm: int | None = Field(None, ge=1, description="tokens (prompt + completion) per minute")
     max_in_flight: int = Field(16, ge=1, description="concurrent requests")
+    window_s: float = Field(60.0, gt=0, le=60, description=(
+        "the window over which the provider enforces rpm/tpm: 60 = a sliding minute; 1 = per second, "
+        "as providers that quantize per-minute limits do (rpm / 60 requests in any second)"))
 
 
 class Price(_Strict):

@@ -6,6 +6,10 @@ pauses. A token bucket that refills at the quota's rate keeps us just under it.
 
 A bucket of capacity B refilled at r/s admits at most B + r*T in any window T, so to stay within
 a provider's sliding 60 s window of Q requests we refill at (Q - B)/60 with B = one second's worth.
+A provider that enforces its per-minute quota per shorter window w (`Limits.window_s`; OpenAI:
+"60,000 requests/minute may be enforced as 1,000 requests/second") admits W = Q*w/60 per window:
+the capacity shrinks to B = Q/60 * w/60 (at least 1) and the refill to (W - B)/w, so that bursts
+are no longer what the provider answers with 429s and a paused endpoint.
 The retry rules copy the shape of openai-python's `_should_retry` / `_calculate_retry_timeout`.
 """
 
@@ -35,23 +39,26 @@ class TokenBucket:
     quota) while still charging it in full: later requests wait until the debt is repaid.
     """
 
-    def __init__(self, rate: float, capacity: float, clock: Clock = time.monotonic) -> None:
+    def __init__(self, rate: float, capacity: float, clock: Clock = time.monotonic, window_s: float = 60.0) -> None:
         if rate <= 0 or capacity <= 0:
             raise ValueError("rate and capacity must be positive")
-        self.rate, self.capacity, self._clock = rate, capacity, clock
+        self.rate, self.capacity, self._clock, self.window_s = rate, capacity, clock, window_s
         self._level = capacity
         self._stamp = clock()
 
     @classmethod
-    def per_minute(cls, quota: int, clock: Clock = time.monotonic) -> TokenBucket:
-        burst = max(1.0, math.ceil(quota / 60))
-        rate = max(quota - burst, quota * 0.5) / 60
-        return cls(rate, burst, clock)
+    def per_minute(cls, quota: int, clock: Clock = time.monotonic, window_s: float = 60.0) -> TokenBucket:
+        """A bucket that admits at most quota * window_s / 60 in any `window_s` seconds (module doc)."""
+        window_s = min(window_s, 60.0)
+        per_window = quota * window_s / 60
+        burst = max(1.0, math.ceil(quota / 60 * window_s / 60))
+        rate = max(per_window - burst, per_window * 0.5) / window_s  # a tiny quota: half of it, never 0
+        return cls(rate, burst, clock, window_s)
 
     def resized(self, quota: int) -> TokenBucket:
         """A bucket for a per-minute `quota` that keeps this one's level (a debt carries over; a full
         bucket is capped at the new capacity)."""
-        bucket = TokenBucket.per_minute(quota, self._clock)
+        bucket = TokenBucket.per_minute(quota, self._clock, self.window_s)
         self._refill()
         bucket._level = min(bucket.capacity, self._level)
         return bucket
@@ -84,8 +91,8 @@ class EndpointLimiter:
         self._clock = clock
         self.limits = limits
         self.shares = 1
-        self.requests = TokenBucket.per_minute(limits.rpm, clock) if limits.rpm else None
-        self.tokens = TokenBucket.per_minute(limits.tpm, clock) if limits.tpm else None
+        self.requests = TokenBucket.per_minute(limits.rpm, clock, limits.window_s) if limits.rpm else None
+        self.tokens = TokenBucket.per_minute(limits.tpm, clock, limits.window_s) if limits.tpm else None
         self.slots = asyncio.Semaphore(limits.max_in_flight)
         self._paused_until = 0.0
         self._lock = asyncio.Lock()  # FIFO: waiters are admitted in arrival order

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import random
 
 import pytest
@@ -41,6 +42,35 @@ def test_bucket_stays_within_a_sliding_minute_quota() -> None:
         window = [x for x in admitted[i:] if x < t + 60]
         assert len(window) <= 600
     assert len(admitted) >= 0.97 * 1200, "and stays close to the quota"
+
+
+def admitted_over(bucket: TokenBucket, clock: FakeClock, seconds: float, amount: int = 1) -> list[float]:
+    """When requests of `amount` go, taking whenever the bucket allows, in 1 ms steps."""
+    admitted = []
+    for step in range(int(seconds * 1000)):
+        clock.now = 1000.0 + step / 1000
+        while bucket.wait_time(amount) == 0:
+            bucket.take(amount)
+            admitted.append(clock.now)
+    return admitted
+
+
+def max_in_any_window(times: list[float], window_s: float) -> int:
+    return max(bisect.bisect_left(times, t + window_s) - i for i, t in enumerate(times))
+
+
+@pytest.mark.parametrize(("quota", "window_s"), [(1200, 1.0), (60_000, 1.0), (600, 10.0)])
+def test_bucket_told_the_providers_window_stays_within_it_and_near_the_quota(quota: int, window_s: float) -> None:
+    """A provider that enforces rpm per shorter window (OpenAI: 60,000/min as 1,000/s) admits
+    rpm * w / 60 in any w seconds; the bucket keeps to that and still runs close to the quota."""
+    clock = FakeClock()
+    admitted = admitted_over(TokenBucket.per_minute(quota, clock, window_s=window_s), clock, 30)
+    assert max_in_any_window(admitted, window_s) <= quota * window_s / 60
+    assert len(admitted) >= 0.9 * quota / 2, "30 s at >= 0.9 of the quota"
+    # told nothing, the same quota bursts a second's worth at once: more than a 1 s window admits
+    clock = FakeClock()
+    untold = admitted_over(TokenBucket.per_minute(quota, clock), clock, 3)
+    assert max_in_any_window(untold, 1.0) > quota / 60
 
 
 def test_token_bucket_debt_lets_a_big_request_through_and_charges_it() -> None:
