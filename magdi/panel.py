@@ -24,7 +24,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -57,7 +57,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Limits(_Strict):
+class _Evolving(_Strict):
+    """A model that gained fields after job specs were first stored (`ADDED_LATER`).
+
+    A dump leaves each such field out while it holds its default, so the dump of a spec written
+    before the field existed, and with it the job's `config_hash` (a digest of that dump), stays
+    what it was: the job still resumes. Add a new field's name here when it joins such a model.
+    """
+
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset()
+
+    def _without_added_defaults(self, data: dict[str, Any]) -> dict[str, Any]:
+        for name in self.ADDED_LATER:
+            if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True):
+                data.pop(name, None)
+        return data
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return self._without_added_defaults(handler(self))
+
+
+class Limits(_Evolving):
     """Client-side quotas of one endpoint (base URL + model + key); None = unlimited."""
 
     rpm: int | None = Field(None, ge=1, description="requests per minute")
@@ -67,8 +88,10 @@ class Limits(_Strict):
         "the window over which the provider enforces rpm/tpm: 60 = a sliding minute; 1 = per second, "
         "as providers that quantize per-minute limits do (rpm / 60 requests in any second)"))
 
+    ADDED_LATER = frozenset({"window_s"})
 
-class Price(_Strict):
+
+class Price(_Evolving):
     """USD per 1,000 tokens; used to record `cost_usd` on every node.
 
     Providers price their Batch API apart (OpenAI: half the synchronous price): `batch_*` are
@@ -81,6 +104,8 @@ class Price(_Strict):
     batch_input_per_1k: float | None = Field(None, ge=0, description="Batch API price; default: input_per_1k")
     batch_output_per_1k: float | None = Field(None, ge=0, description="Batch API price; default: output_per_1k")
 
+    ADDED_LATER = frozenset({"batch_input_per_1k", "batch_output_per_1k"})
+
     def cost(self, tokens_in: int | None, tokens_out: int | None) -> float | None:
         if tokens_in is None or tokens_out is None:
             return None
@@ -90,15 +115,6 @@ class Price(_Strict):
         """The price of a turn made through the Batch API (or an offline batch file)."""
         return Price(input_per_1k=_first(self.batch_input_per_1k, self.input_per_1k),
                      output_per_1k=_first(self.batch_output_per_1k, self.output_per_1k))
-
-    @model_serializer(mode="wrap")
-    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Unset batch prices are left out, so job specs (and their hashes) from before them stay equal."""
-        data: dict[str, Any] = handler(self)
-        for key in ("batch_input_per_1k", "batch_output_per_1k"):
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
 
 
 def _first(value: float | None, default: float) -> float:
@@ -183,8 +199,10 @@ OPERATOR_FIELDS = frozenset(EndpointSettings.model_fields)
 SEAT_FIELDS = frozenset({"name", "model", "endpoint", "temperature", "max_tokens", "demos"})
 
 
-class AgentConfig(EndpointSettings):
+class AgentConfig(EndpointSettings, _Evolving):
     """One seat: the name used in the graph, the model behind it, and the endpoint that serves it."""
+
+    ADDED_LATER = frozenset({"batch_limits"})
 
     name: str = Field(min_length=1, max_length=100, pattern=NAME_PATTERN)
     model: str = Field(min_length=1, max_length=200)
@@ -212,9 +230,7 @@ class AgentConfig(EndpointSettings):
         data: dict[str, Any] = handler(self)
         if self.endpoint is None:
             data.pop("endpoint", None)
-            if self.batch_limits == BatchLimits():  # specs from before batch limits keep their hash
-                data.pop("batch_limits", None)
-            return data
+            return self._without_added_defaults(data)
         keep = {"name", "model", "endpoint"} | (SEAT_FIELDS & self.model_fields_set)
         return {k: v for k, v in data.items() if k in keep}
 

@@ -125,6 +125,24 @@ def test_a_panel_is_stored_as_written_and_its_identity_survives_a_round_trip() -
         assert again.config_hash == spec.config_hash and again.panel == panel
 
 
+def test_fields_added_to_a_panel_later_leave_the_hash_of_a_stored_job_unchanged() -> None:
+    """A job created before `batch_limits`, the batch prices and `limits.window_s` existed resumes only
+    if its config hash is still the one stored with it. The literals are what earlier versions
+    computed for these specs (checked out and run at 969be17, before `window_s`)."""
+    from magdi.mag import JobSpec
+
+    panel = {"agents": [{"name": "a", "model": "m", "base_url": "http://h/v1"}]}
+    assert JobSpec(name="x", dataset="gsm8k", data_path="a.jsonl", panel=panel).config_hash == "61ea0f47dba30955"
+    batch = JobSpec(name="x", dataset="gsm8k", data_path="a.jsonl", panel=panel, mode="batch")
+    assert batch.config_hash == "5045edb819b8acd3"
+    seat = parse_panel(panel).model_dump()["agents"][0]
+    assert set(seat["limits"]) == {"rpm", "tpm", "max_in_flight"} and set(seat["price"]) == {"input_per_1k",
+                                                                                             "output_per_1k"}
+    # set to anything but the default, a later field is part of the job like any other
+    told = {"agents": [{**panel["agents"][0], "limits": {"window_s": 1}}]}
+    assert JobSpec(name="x", dataset="gsm8k", data_path="a.jsonl", panel=told).config_hash != "61ea0f47dba30955"
+
+
 def test_a_panel_file_may_seat_agents_on_declared_endpoints(tmp_path: Path) -> None:
     path = tmp_path / "panel.yaml"
     path.write_text(yaml.safe_dump({"defaults": {"endpoint": "openai", "temperature": 0.7},
