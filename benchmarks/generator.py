@@ -190,7 +190,7 @@ async def batch_run(panel: PanelConfig, protocol_cfg: ProtocolConfig, questions:
     endpoints = Endpoints(panel, resolve_keys(panel))
     protocol = build_protocol(protocol_cfg, {a.name: a.name for a in panel.agents})
     policy = PollPolicy(initial_s=0.2, max_s=1.0, timeout_s=3600)
-    calls = BatchCalls(endpoints, job_id, api_backends(panel, endpoints, policy, job_id))
+    calls = BatchCalls(job_id, api_backends(panel, endpoints, policy, job_id))
     engine = Engine(panel, protocol, endpoints, sink, job_id=job_id, concurrency=len(questions), calls=calls,
                     progress=calls.progress)
     start = time.monotonic()

@@ -27,7 +27,7 @@ class BatchRecord:
     kind: str  # "api" (a provider's Batch API) or "offline" (files for `vllm run-batch`)
     seq: int  # submission order within the job
     model: str
-    endpoint: str  # the seat's declared endpoint name or base URL (informational)
+    endpoint: str  # the seat's declared endpoint name or base URL: with `model`, where a resume waits for it
     batch_id: str | None = None  # the provider's batch id, or the offline file's stem; None until it is created
     input_file_id: str | None = None  # the provider's file id, or the offline input file's path
     custom_ids: list[str] = field(default_factory=list)

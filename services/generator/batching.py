@@ -121,13 +121,22 @@ class ApiBackend:
         return (await batch_api.collect(self.client, batch, record.custom_ids)).results
 
 
-def api_backends(panel: PanelConfig, endpoints: Endpoints, policy: PollPolicy, job_id: str) -> dict[str, Backend]:
-    """Each agent's Batch API backend: one per endpoint client (agents on one endpoint share it)."""
+Route = tuple[str, str]
+
+
+def route(agent: AgentConfig) -> Route:
+    """Where an agent's batches go, as each batch records it: (endpoint name or base URL, model).
+    A resumed batch is waited for through the backend of its route, i.e. the client it was sent with."""
+    return agent.endpoint or agent.base_url or "", agent.model
+
+
+def api_backends(panel: PanelConfig, endpoints: Endpoints, policy: PollPolicy, job_id: str) -> dict[Route, Backend]:
+    """The Batch API backend of each route: one per endpoint client (routes on one client share it)."""
     by_client: dict[int, Backend] = {}
-    backends: dict[str, Backend] = {}
+    backends: dict[Route, Backend] = {}
     for agent in panel.agents:
         client = endpoints.by_agent[agent.name].client
-        backends[agent.name] = by_client.setdefault(id(client), ApiBackend(client, policy, job_id))
+        backends[route(agent)] = by_client.setdefault(id(client), ApiBackend(client, policy, job_id))
     return backends
 
 
@@ -254,11 +263,11 @@ class _Open:
 class BatchCalls:
     """`engine.Calls` for batch mode; `aclose()` stops it (open batches stay recorded for a resume)."""
 
-    def __init__(self, endpoints: Endpoints, job_id: str, backends: dict[str, Backend], *,
+    def __init__(self, job_id: str, backends: dict[Route, Backend], *,
                  records: BatchStore | None = None, progress: Progress | None = None,
                  draining: Callable[[], bool] = lambda: False, next_seq: int = 0) -> None:
-        """`backends`: per agent name; `records`: where batches are recorded (None: nowhere, e.g. a benchmark)."""
-        self.endpoints, self.job_id, self.backends = endpoints, job_id, backends
+        """`backends`: per `route`; `records`: where batches are recorded (None: nowhere, e.g. a benchmark)."""
+        self.job_id, self.backends = job_id, backends
         self.records, self.progress, self.draining = records, progress or Progress(), draining
         self.activity = Activity()
         self._wake = asyncio.Event()
@@ -281,13 +290,13 @@ class BatchCalls:
         already complete are not needed.
         """
         complete = set(complete_debates)
-        by_kind = {b.kind: b for b in self.backends.values()}
         for record in reopen:
-            backend = by_kind.get(record.kind)
-            if backend is None:
+            backend = self.backends.get((record.endpoint, record.model))
+            if backend is None or backend.kind != record.kind:
+                sends = ", ".join(sorted(f"{b.kind} to {m} at {e}" for (e, m), b in self.backends.items()))
                 raise UserError(f"batch {record.batch_id or record.key} of job {self.job_id} was sent as "
-                                f"{record.kind!r}; this run sends {', '.join(sorted(by_kind))} batches (resume "
-                                "the job the way it was started)")
+                                f"{record.kind!r} to {record.model} at {record.endpoint}; this run sends {sends} "
+                                "(resume the job the way it was started)")
             if record.batch_id is None:
                 found = await backend.find(record)
                 if found is None:
@@ -309,7 +318,7 @@ class BatchCalls:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="magdi-batch-flusher")
         call = _Call(key, agent, list(messages), asyncio.get_running_loop().create_future(),
-                     self.backends[agent.name])
+                     self.backends[route(agent)])
         self._parked.append(call)
         self.activity.leave()  # the flusher counts this waiter in again when it resolves the future
         return await call.future
@@ -394,7 +403,7 @@ class BatchCalls:
             key = f"{self.job_id}/{ids.digest(file.content.decode('utf-8'), length=24)}"
             batch_calls = [by_id[cid] for cid in file.custom_ids]
             record = BatchRecord(job_id=self.job_id, key=key, batch_id=None, kind=backend.kind, seq=self._seq,
-                                 model=file.model, endpoint=agent.endpoint or agent.base_url or "",
+                                 model=file.model, endpoint=route(agent)[0],
                                  input_file_id=None, custom_ids=list(file.custom_ids),
                                  rounds=sorted({c.round for c in batch_calls}))
             self._seq += 1

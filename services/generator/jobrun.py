@@ -34,7 +34,7 @@ from magdi.store.graph_store import DebateFilter, GraphStore
 from magdi.store.jobs import JobStore
 from magdi.store.quota import QuotaShares
 from services.generator.batch_api import PollPolicy
-from services.generator.batching import Backend, BatchCalls, OfflineBackend, api_backends
+from services.generator.batching import Backend, BatchCalls, OfflineBackend, Route, api_backends, route
 from services.generator.budget import Budget
 from services.generator.client import Endpoints
 from services.generator.engine import Engine, Progress, Stopped
@@ -270,7 +270,7 @@ def open_batch_calls(prepared: Prepared, store: GraphStore, endpoints: Endpoints
         if batch_dir is None:
             raise UserError(f"job {spec.name} is an offline batch job: give its folder (--batch-dir)")
         offline = OfflineBackend(batch_dir, policy, spec.name, settle_s=settings.batch_settle_s)
-        backends: dict[str, Backend] = {a.name: offline for a in prepared.panel.agents}
+        backends: dict[Route, Backend] = {route(a): offline for a in prepared.panel.agents}
     else:
         backends = api_backends(prepared.panel, endpoints, policy, spec.id)
     records = BatchStore(store)
@@ -279,7 +279,7 @@ def open_batch_calls(prepared: Prepared, store: GraphStore, endpoints: Endpoints
     if reopen:
         logger.info("job %s: %d open batch(es) from an earlier run: %s", spec.id, len(reopen),
                     ", ".join(b.batch_id or b.key for b in reopen))
-    calls = BatchCalls(endpoints, spec.id, backends, records=records, progress=progress, draining=draining,
+    calls = BatchCalls(spec.id, backends, records=records, progress=progress, draining=draining,
                        next_seq=records.count(spec.id))
     return calls, reopen, complete
 
