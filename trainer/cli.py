@@ -102,7 +102,8 @@ def eval_command(
             name, split_name, debates = items[0].question.dataset, f"file:{data.name}", None
         else:
             split_name = split or "test"
-            generated, debates = split_selections(cfg, split_name, [limit, score_limit])  # type: ignore[arg-type]
+            scored = limit if score_limit is None else score_limit  # the documented default
+            generated, debates = split_selections(cfg, split_name, [limit, scored])  # type: ignore[arg-type]
             items = items_from_debates(generated)
             baseline, name = None, dataset or cfg.data.dataset or items[0].question.dataset
         kwargs = {"opts": opts, "dataset": name, "split": split_name, "out_dir": out_dir, "baseline_tokens": baseline,

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from magdi.store.eval_runs import EvalRuns
 from trainer.data import MAGStream, make_loader
-from trainer.evaluate import DecodeOptions, EvalItem, evaluate
+from trainer.evaluate import DecodeOptions, EvalItem, evaluate, split_debates
 from trainer.graphs import GraphSpec
 from trainer.sources import JsonlSource, Neo4jSource
 
@@ -86,5 +86,8 @@ def test_cli_eval_on_the_held_out_split_stores_the_run(neo4j_env, store, trained
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["split"] == "test" and report["n"] == 3 and report["token_ratio"] is not None
     assert all(item["debate_tokens"] for item in report["items"])  # the test questions' own debates
+    # the held-out MAGs scored are those of the --limit questions (the default of --score-limit)
+    chosen, everything = split_debates(cfg, "test", limit=3), split_debates(cfg, "test")
+    assert len(everything) > len(chosen) and 0 < report["likelihood"]["student"]["mags"] <= len(chosen)
     assert EvalRuns(store).get(report["id"])["run"]["n"] == 3
     assert Path(report["adapter_path"]) == result.artifact_dir.resolve()
