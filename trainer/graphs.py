@@ -359,7 +359,7 @@ def scan_debates(debates: Iterable[Debate], spec: GraphSpec, *, collect_texts: b
         per_debate.append((good, len(plan.nodes), truncated))
     strongest = spec.strongest_agent
     if spec.agents is not None and (unknown := sorted(set(spec.agents) - set(seen))):
-        raise ValueError(f"data.agents: {', '.join(map(repr, unknown))} not an agent of the training MAGs "
+        raise UserError(f"data.agents: {', '.join(map(repr, unknown))} not an agent of the training MAGs "
                          f"(agents: {', '.join(sorted(seen)) or 'none'})")
     accuracy = {a: correct.get(a, 0) / n for a, n in sorted(seen.items())
                 if spec.agents is None or a in spec.agents}

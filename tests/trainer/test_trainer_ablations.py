@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from magdi.errors import UserError
 from magdi.mag import Agent, Debate, Question, Response, TaskType, full_visibility_edges
 from trainer.config import ConfigError, load_config
 from trainer.graphs import GraphSpec, MAGEncoder, plan_graph, scan_debates
@@ -50,7 +51,7 @@ def test_teacher_diversity_keeps_the_named_agents_and_rejects_unknown_names() ->
     two = plan_graph(_debate(MAG), GraphSpec(agents=("alice", "bob")))
     assert {r.agent for r in two.nodes} == {"alice", "bob"} and two.filtered == 3
     assert all(two.nodes[s].agent != "carol" and two.nodes[t].agent != "carol" for s, t in two.edges)
-    with pytest.raises(ValueError, match="data.agents: 'dave'"):
+    with pytest.raises(UserError, match="data.agents: 'dave'"):  # a user error: exit 2, no traceback
         scan_debates([_debate(MAG)], GraphSpec(agents=("alice", "dave")))
 
 
