@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -179,18 +178,20 @@ class OfflineBackend:
     async def wait(self, record: BatchRecord, on_poll: Callable[[BatchRecord], None]) -> None:
         assert record.input_file_id is not None
         out = self.output_path(record.input_file_id)
-        wanted = set(record.custom_ids)
-        start, last_size, stable_since = time.monotonic(), -1, 0.0
+        wanted, done = set(record.custom_ids), set[str]()
+        start, last_seen, stable_since = time.monotonic(), (-1, 0), 0.0
         for delay in self.policy.delays():
-            size = out.stat().st_size if out.exists() else -1
-            if size >= 0:
-                done = _ids_in(out) & wanted
+            stat = out.stat() if out.exists() else None
+            size = stat.st_size if stat else -1
+            if stat is not None:
+                seen = (stat.st_size, stat.st_mtime_ns)
+                if seen != last_seen:  # read again only what changed since the last poll
+                    done = _ids_in(out) & wanted
+                    last_seen, stable_since = seen, time.monotonic()
+                elif size > 0 and time.monotonic() - stable_since >= self.settle_s:
+                    break
                 record.status, record.completed = "in_progress", len(done)
                 if len(done) == len(wanted):
-                    break
-                if size != last_size:
-                    last_size, stable_since = size, time.monotonic()
-                elif size > 0 and time.monotonic() - stable_since >= self.settle_s:
                     break
             else:
                 record.status = "waiting_for_output"
@@ -213,11 +214,12 @@ class OfflineBackend:
 
 
 def _ids_in(path: Path) -> set[str]:
+    """The custom_ids with a line in an output file so far (a line being written is skipped)."""
     found = set()
     with path.open(encoding="utf-8", errors="replace") as fh:
         for raw in fh:
-            with contextlib.suppress(ValueError, AttributeError):
-                found.add(json.loads(raw)["custom_id"])
+            with contextlib.suppress(ValueError):
+                found.add(batch_api.parse_line(raw).custom_id)
     return found
 
 

@@ -126,3 +126,28 @@ def test_offline_batch_files_killed_and_resumed_end_with_the_sync_mags(
     assert len(off) == n and off == sync
     job = JobStore(store).get("job-offline")
     assert job is not None and job.status.value == "complete" and job.done == n
+
+
+def test_an_output_file_with_lines_that_are_not_batch_lines_still_ends_the_wait(tmp_path: Path) -> None:
+    """JSON that is not an output line (no custom_id, a list, null, a string) is skipped, not fatal;
+    the requests it does not answer count as failed once the file stops growing."""
+    import asyncio
+
+    from magdi.store.batches import BatchRecord
+    from services.generator.batch_api import PollPolicy
+    from services.generator.batching import OfflineBackend
+
+    backend = OfflineBackend(tmp_path, PollPolicy(initial_s=0.05, factor=1.0, max_s=0.05, timeout_s=20.0),
+                             "job", settle_s=0.3)
+    inp = tmp_path / "job-0000-m-abc.input.jsonl"
+    inp.write_text("{}\n")
+    answered = {"custom_id": "t/a/0#a.1", "error": None,
+                "response": {"status_code": 200, "body": {"choices": [{"message": {"content": "hi"}}]}}}
+    junk = [{"id": "no custom_id"}, [1], None, "x", {"custom_id": 7}]
+    backend.output_path(inp).write_text("\n".join(json.dumps(x) for x in [*junk, answered]) + "\n{\"custom_id\": ")
+    record = BatchRecord(job_id="job", key="job/abc", kind="offline", seq=0, model="m", endpoint="e",
+                         batch_id="job-0000-m-abc", input_file_id=str(inp), custom_ids=["t/a/0#a.1", "t/b/0#a.1"])
+    asyncio.run(asyncio.wait_for(backend.wait(record, lambda r: None), 15))
+    assert record.status == "completed"
+    results = asyncio.run(backend.collect(record))
+    assert results["t/a/0#a.1"].ok and not results["t/b/0#a.1"].ok
