@@ -184,11 +184,15 @@ class Engine:
         self.budget = budget  # the job's cost cap; exhausted = drained because the next call could pass it
 
     # -- job level ---------------------------------------------------------------------------
-    async def run(self, questions: Sequence[Question]) -> Progress:
-        """All debates, `concurrency` at a time; returns when each is finished or stopped."""
+    async def run(self, questions: Sequence[Question], *, known: tuple[set[str], set[str]] | None = None) -> Progress:
+        """All debates, `concurrency` at a time; returns when each is finished or stopped.
+
+        `known`: the sink's `known(job_id)` if the caller has just read it (else it is read here).
+        """
         self.progress.total = len(questions)
         # one query instead of one read per debate
-        self._stored, self._complete = await asyncio.to_thread(self.sink.known, self.job_id)
+        self._stored, self._complete = known if known is not None else await asyncio.to_thread(
+            self.sink.known, self.job_id)
         queue: asyncio.Queue[Question] = asyncio.Queue()
         for q in questions:
             queue.put_nowait(q)

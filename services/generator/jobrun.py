@@ -27,10 +27,10 @@ from typing import Any
 
 from magdi import redact
 from magdi.errors import UserError
-from magdi.mag import DebateStatus, JobSpec, JobStatus
+from magdi.mag import JobSpec, JobStatus
 from magdi.retry import Hold, retry_while
 from magdi.store.batches import BatchRecord, BatchStore
-from magdi.store.graph_store import DebateFilter, GraphStore
+from magdi.store.graph_store import GraphStore
 from magdi.store.jobs import JobStore
 from magdi.store.quota import QuotaShares
 from services.generator.batch_api import PollPolicy
@@ -212,10 +212,12 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
         budget = Budget(max_cost_usd, spent_usd=so_far.cost_usd if so_far else 0.0)
     draining = asyncio.Event()
     calls: BatchCalls | None = None
+    known: tuple[set[str], set[str]] | None = None
     if spec.mode == "batch":
-        calls, reopen, complete = await asyncio.to_thread(open_batch_calls, prepared, store, endpoints, settings,
-                                                          progress, draining.is_set, batch_dir)
-        await calls.resume(reopen, complete)
+        calls, reopen = await asyncio.to_thread(open_batch_calls, prepared, store, endpoints, settings,
+                                                progress, draining.is_set, batch_dir)
+        known = await asyncio.to_thread(sink.known, spec.id)  # read once: the engine starts from it too
+        await calls.resume(reopen, complete_debates=known[1])
         concurrency = concurrency or max(len(prepared.questions), 1)
     engine = Engine(panel, protocol, endpoints, sink, job_id=spec.id, config_hash=spec.config_hash,
                     concurrency=concurrency or settings.concurrency, gate=keeper.check, progress=progress,
@@ -225,7 +227,7 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
     quota = QuotaSharer(QuotaShares(store), f"{worker}/{spec.id}", endpoints if calls is None else None,
                         settings.lease_s, keeper.every_s)
     await quota.renew()  # before the first call: start at our share, not at the whole quota
-    run_task = asyncio.create_task(engine.run(prepared.questions))
+    run_task = asyncio.create_task(engine.run(prepared.questions, known=known))
     helpers = [asyncio.create_task(keeper.run()), asyncio.create_task(quota.run()),
                asyncio.create_task(_refresh_counters(jobs, spec.id, settings.counters_every_s))]
     stop_task = asyncio.create_task(stop.wait())
@@ -260,9 +262,8 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
 
 def open_batch_calls(prepared: Prepared, store: GraphStore, endpoints: Endpoints, settings: GeneratorSettings,
                      progress: Progress, draining: Callable[[], bool], batch_dir: Path | None,
-                     ) -> tuple[BatchCalls, list[BatchRecord], list[str]]:
-    """The batch collector of a batch-mode job, the open batches of its earlier runs and its complete debates
-    (for `BatchCalls.resume`)."""
+                     ) -> tuple[BatchCalls, list[BatchRecord]]:
+    """The batch collector of a batch-mode job and the open batches of its earlier runs (for `BatchCalls.resume`)."""
     spec = prepared.spec
     policy = PollPolicy(initial_s=settings.batch_poll_s, max_s=settings.batch_poll_max_s,
                         timeout_s=settings.batch_timeout_s)
@@ -275,13 +276,12 @@ def open_batch_calls(prepared: Prepared, store: GraphStore, endpoints: Endpoints
         backends = api_backends(prepared.panel, endpoints, policy, spec.id)
     records = BatchStore(store)
     reopen = records.open_batches(spec.id)
-    complete = store.debate_ids(DebateFilter(job_id=spec.id, status=DebateStatus.COMPLETE.value))
     if reopen:
         logger.info("job %s: %d open batch(es) from an earlier run: %s", spec.id, len(reopen),
                     ", ".join(b.batch_id or b.key for b in reopen))
     calls = BatchCalls(spec.id, backends, records=records, progress=progress, draining=draining,
                        next_seq=records.count(spec.id))
-    return calls, reopen, complete
+    return calls, reopen
 
 
 class QuotaSharer:
