@@ -164,10 +164,12 @@ class Engine:
     def __init__(self, panel: PanelConfig, protocol: Protocol, endpoints: Endpoints, sink: DebateSink, *,
                  job_id: str, config_hash: str | None = None, concurrency: int = 16,
                  gate: WriteGate | None = None, progress: Progress | None = None,
-                 writer: GroupWriter | None = None, budget: Budget | None = None, calls: Calls | None = None) -> None:
+                 writer: GroupWriter | None = None, budget: Budget | None = None, calls: Calls | None = None,
+                 draining: asyncio.Event | None = None) -> None:
+        """`endpoints` make the calls unless `calls` does (batch mode); `draining`, once set, finishes the
+        turns in flight and starts nothing new (a caller that must know before the engine exists passes it)."""
         self.panel = panel
         self.protocol = protocol
-        self.endpoints = endpoints
         self.calls: Calls = calls or DirectCalls(endpoints)
         self.sink = sink
         self.writer = writer or GroupWriter(sink)
@@ -180,7 +182,7 @@ class Engine:
         self.concurrency = max(1, concurrency)
         self.gate = gate or (lambda: None)
         self.progress = progress or Progress()
-        self.draining = asyncio.Event()  # set: finish in-flight turns, start nothing new
+        self.draining = draining or asyncio.Event()
         self.budget = budget  # the job's cost cap; exhausted = drained because the next call could pass it
 
     # -- job level ---------------------------------------------------------------------------

@@ -221,8 +221,7 @@ async def run_job(prepared: Prepared, store: GraphStore, jobs: JobStore, worker:
         concurrency = concurrency or max(len(prepared.questions), 1)
     engine = Engine(panel, protocol, endpoints, sink, job_id=spec.id, config_hash=spec.config_hash,
                     concurrency=concurrency or settings.concurrency, gate=keeper.check, progress=progress,
-                    writer=writer, budget=budget, calls=calls)
-    engine.draining = draining
+                    writer=writer, budget=budget, calls=calls, draining=draining)
     # a batch job makes no synchronous calls: it takes no share of the endpoints' rate limits
     quota = QuotaSharer(QuotaShares(store), f"{worker}/{spec.id}", endpoints if calls is None else None,
                         settings.lease_s, keeper.every_s)
