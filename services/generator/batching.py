@@ -47,7 +47,14 @@ from magdi.panel import AgentConfig, PanelConfig, Price
 from magdi.retry import Hold, retry_while
 from magdi.store.batches import BatchRecord, BatchStore
 from services.generator import batch_api
-from services.generator.batch_api import InputFile, LineResult, PollPolicy, build_input_files, chat_request
+from services.generator.batch_api import (
+    InputFile,
+    LineResult,
+    PollPolicy,
+    Submitted,
+    build_input_files,
+    chat_request,
+)
 from services.generator.client import CallResult, Endpoints, Message
 from services.generator.engine import Activity, Progress, Stopped
 
@@ -55,12 +62,6 @@ logger = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 429})
 SUBMIT_TRIES = 8  # transient errors (connection, 429, 5xx) while uploading or creating a batch
-
-
-@dataclass
-class Submitted:
-    batch_id: str
-    input_file_id: str
 
 
 class Backend(Interface):
@@ -95,13 +96,14 @@ class ApiBackend:
         self._batches: dict[str, Batch] = {}
 
     async def submit(self, file: InputFile, key: str, seq: int) -> Submitted:
-        sub = await batch_api.submit(self.client, file, key=key, metadata={"magdi_job": self.job_id},
-                                     filename=f"{_slug(self.job_id)}-{seq:04d}.jsonl")
-        return Submitted(sub.batch_id, sub.input_file_id)
+        return await batch_api.submit(self.client, file, key=key, metadata={"magdi_job": self.job_id},
+                                      filename=f"{_slug(self.job_id)}-{seq:04d}.jsonl")
 
     async def find(self, record: BatchRecord) -> Submitted | None:
         batch = await batch_api.find_batch(self.client, record.key)
-        return None if batch is None else Submitted(batch.id, batch.input_file_id)
+        if batch is None:
+            return None
+        return Submitted(batch.id, batch.input_file_id, record.model, tuple(record.custom_ids), reused=True)
 
     async def wait(self, record: BatchRecord, on_poll: Callable[[BatchRecord], None]) -> None:
         def poll(batch: Batch) -> None:
@@ -169,11 +171,14 @@ class OfflineBackend:
             os.replace(tmp, path)
         logger.info("batch file %s written: %d requests for %s; waiting for %s", path, len(file.custom_ids),
                     file.model, self.output_path(path).name)
-        return Submitted(stem, str(path.resolve()))
+        return Submitted(stem, str(path.resolve()), file.model, file.custom_ids)
 
     async def find(self, record: BatchRecord) -> Submitted | None:
         path = self._input_path(record.seq, record.model, record.key)
-        return Submitted(path.name.removesuffix(".input.jsonl"), str(path.resolve())) if path.exists() else None
+        if not path.exists():
+            return None
+        return Submitted(path.name.removesuffix(".input.jsonl"), str(path.resolve()), record.model,
+                         tuple(record.custom_ids), reused=True)
 
     async def wait(self, record: BatchRecord, on_poll: Callable[[BatchRecord], None]) -> None:
         assert record.input_file_id is not None
