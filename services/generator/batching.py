@@ -455,7 +455,7 @@ class BatchCalls:
 
     def _deliver(self, call: _Call, line: LineResult) -> None:
         """A line's answer to its waiter, or the call parked again for the next batch (a retryable failure)."""
-        result = line.call_result(call.agent.price.for_batch())
+        result = line.call_result(self.price(call.agent))  # the price the engine reserved the call at
         if result.text is None:
             call.errors.append(result.error or "failed")
             retryable = line.status_code is None or line.status_code >= 500 or line.status_code in RETRY_STATUS
