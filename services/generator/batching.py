@@ -232,6 +232,15 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:60] or "x"
 
 
+def _turn_of(call_id: str) -> str:
+    """The response id (`magdi.ids.response_id`) of a call key or custom_id: "<debate>/<agent>/<round>#a.2"."""
+    return call_id.rpartition("#")[0]
+
+
+def _debate_of(call_id: str) -> str:
+    return call_id.split("/", 1)[0]
+
+
 @dataclass
 class _Call:
     """A parked call: what to send, who waits for it, and its attempts so far."""
@@ -250,7 +259,7 @@ class _Call:
 
     @property
     def response_id(self) -> str:
-        return self.key.rpartition("#")[0]
+        return _turn_of(self.key)
 
     @property
     def round(self) -> int:
@@ -314,7 +323,7 @@ class BatchCalls:
                     continue
                 record.batch_id, record.input_file_id, record.status = found.batch_id, found.input_file_id, "submitted"
                 await self._write_status(record)
-            self._track(record, backend, {cid for cid in record.custom_ids if cid.split("/", 1)[0] not in complete})
+            self._track(record, backend, {cid for cid in record.custom_ids if _debate_of(cid) not in complete})
             self.progress.batches_resumed += 1
 
     # -- engine.Calls --------------------------------------------------------------------------
@@ -428,7 +437,7 @@ class BatchCalls:
                         record.total, record.model, record.rounds)
 
     def _track(self, record: BatchRecord, backend: Backend, needed: set[str]) -> _Open:
-        entry = _Open(record, backend, turns={cid.rpartition("#")[0] for cid in needed})
+        entry = _Open(record, backend, turns={_turn_of(cid) for cid in needed})
         self._open[record.key] = entry
         for cid in record.custom_ids:
             self._by_custom_id[cid] = entry
