@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +29,7 @@ import httpx
 import neo4j
 
 from magdi.mag import Agent, Debate, Question, Response, TaskType, full_visibility_edges
+from magdi.processes import NotReady, free_port, stop_process, wait_until_ready
 from magdi.settings import Neo4jSettings
 from magdi.store.connection import open_driver
 from magdi.store.graph_store import MAG_PROJECTION, DebateFilter, GraphStore  # the API's exact read query
@@ -85,12 +84,6 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_api(settings: Neo4jSettings, token: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {**os.environ, "MAGDI_API_TOKEN": token, "MAGDI_NEO4J_URI": settings.neo4j_uri or "",
@@ -101,27 +94,13 @@ def start_api(settings: Neo4jSettings, token: str) -> tuple[subprocess.Popen[byt
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "services.api.main:create_app",
                              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            raise RuntimeError(f"the API did not start: {(proc.stderr.read() if proc.stderr else b'').decode()[-2000:]}")
-        time.sleep(0.2)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(proc, f"{base}/readyz", timeout_s=60)
+    except NotReady as exc:
+        stop_process(proc, 15.0)
+        raise RuntimeError(f"the API {exc}: {(proc.stderr.read() if proc.stderr else b'').decode()[-2000:]}") from None
+    return proc, base
 
 
 def run(settings: Neo4jSettings, mags: int, requests: int, threads: int) -> None:
@@ -170,7 +149,7 @@ def run(settings: Neo4jSettings, mags: int, requests: int, threads: int) -> None
                   f"p99 x{results['api'][1] / results['driver'][1]:.2f}")
     finally:
         if proc is not None:
-            stop(proc)
+            stop_process(proc, 15.0)
         for debate_id in store.debate_ids(DebateFilter(dataset=DATASET)):
             store.delete_debate(debate_id)
         driver.close()
