@@ -8,17 +8,16 @@ real 429 + Retry-After answers in seconds.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from generator_helpers import HERE, REPO, Panel, stop_pid
+
+from magdi.processes import NotReady, wait_until_ready
 
 
 @pytest.fixture(scope="session")
@@ -47,15 +46,11 @@ def start_panel(gsm8k: dict[str, Path], tmp_path: Path) -> Iterator[Callable[...
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO)
         panel = Panel(proc, port, log)
         started.append(panel)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"panel exited: {log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if panel.http.get(f"{panel.base_url}/models").status_code == 200:
-                    return panel
-            time.sleep(0.1)
-        raise RuntimeError(f"panel not ready: {log.read_text()[-2000:]}")
+        try:  # stopped at teardown either way: it is in `started`
+            wait_until_ready(proc, f"{panel.base_url}/models", timeout_s=60, every_s=0.1)
+        except NotReady as exc:
+            raise RuntimeError(f"panel {exc}: {log.read_text()[-2000:]}") from None
+        return panel
 
     try:
         yield start
