@@ -33,7 +33,7 @@ from magdi.mag import Debate
 from trainer.data import MAGCollator
 from trainer.graphs import GraphSpec, MAGEncoder
 from trainer.losses import IGNORE_INDEX, next_token_targets, nll_labels, position_weighted_pool, target_rows
-from trainer.model import causal_lm_of, decoder_states, distinct_rows
+from trainer.model import causal_lm_of, decoder_states, distinct_rows, trim_rows
 
 SCORE_MAX_LENGTH = 2048
 """Tokens per scored node text (prompt included): whole answers, whatever the training cap."""
@@ -110,11 +110,9 @@ def _score(model: Any, tokenizer: Any, debates: list[Debate], spec: GraphSpec, d
         for start in range(0, len(graphs), mags_per_forward):
             batch = collate(graphs[start:start + mags_per_forward])
             rows, index = distinct_rows(batch.input_ids, batch.attention_mask, batch.batch)  # per MAG
-            mask = batch.attention_mask[rows]
-            width = int(mask.sum(dim=1).max())
-            ids, mask = batch.input_ids[rows][:, :width].to(device), mask[:, :width].to(device)
+            ids, mask, prompt_length = (t.to(device) for t in trim_rows(batch, rows))
             hidden = decoder_states(causal_lm, ids, mask)
-            labels = nll_labels(ids, mask, batch.prompt_length[rows].to(device), mask_prompt=True)  # answers only
+            labels = nll_labels(ids, mask, prompt_length, mask_prompt=True)  # answers only
             sums = _answer_logprob_sums(causal_lm, hidden, labels).cpu()
             counts = (labels[:, 1:] != IGNORE_INDEX).sum(dim=1).cpu()
             y, mag = batch.y[rows], batch.batch[rows]

@@ -142,12 +142,6 @@ class MAGDiStudent(nn.Module):
             return decoder_states(self._causal_lm(), input_ids, attention_mask)
         return decoder_states(self._causal_lm(), input_ids[keep], attention_mask[keep])[inverse]
 
-    def _rows(self, batch: Any, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The batch's token rows `rows`, trimmed to their longest real length."""
-        mask = batch.attention_mask[rows]
-        width = int(mask.sum(dim=1).max()) if len(rows) else 0
-        return batch.input_ids[rows][:, :width], mask[:, :width], batch.prompt_length[rows]
-
     def _nll(self, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, prompt_length: torch.Tensor,
              row_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         labels = nll_labels(ids, mask, prompt_length, self.cfg.loss.mask_prompt)
@@ -164,7 +158,7 @@ class MAGDiStudent(nn.Module):
         missing = [i for i, k in enumerate(keys) if k not in self._frozen]
         if missing:
             rows = torch.tensor(missing, device=ids_all.device)
-            ids, mask, _ = self._rows(batch, rows)
+            ids, mask, _ = trim_rows(batch, rows)
             was_training = self.lm.training
             self.lm.eval()
             try:
@@ -193,7 +187,7 @@ class MAGDiStudent(nn.Module):
                 rows = torch.arange(n, device=device)
             else:
                 rows = torch.unique(torch.cat([nll_rows] + ([pos[real], neg[real]] if want_rank else [])))
-            ids, mask, plen = self._rows(batch, rows)
+            ids, mask, plen = trim_rows(batch, rows)
             hidden = self.hidden_states(ids, mask)  # the ONE pass: positives, negatives, all nodes
             row_of = _positions(rows, n)
             if want_nll:
@@ -209,7 +203,7 @@ class MAGDiStudent(nn.Module):
         else:  # reference: positives and negatives in two passes, frozen features for the GCN
             first = torch.unique(torch.cat([nll_rows] + ([pos[real]] if want_rank else [])))
             if len(first):
-                ids, mask, plen = self._rows(batch, first)
+                ids, mask, plen = trim_rows(batch, first)
                 hidden = self.hidden_states(ids, mask)
                 row_of = _positions(first, n)
                 if want_nll:
@@ -219,7 +213,7 @@ class MAGDiStudent(nn.Module):
                 if want_rank:
                     s_pos = self.scorer(position_weighted_pool(hidden, mask))[row_of[pos[real]]]
                     negatives = torch.unique(neg[real])
-                    ids_n, mask_n, _ = self._rows(batch, negatives)
+                    ids_n, mask_n, _ = trim_rows(batch, negatives)
                     s_neg = self.scorer(position_weighted_pool(self.hidden_states(ids_n, mask_n), mask_n))
                     s_neg = s_neg[_positions(negatives, n)[neg[real]]]
                     terms.rank = pair_ranking_loss(s_pos, s_neg, torch.ones_like(s_pos, dtype=torch.bool),
@@ -256,6 +250,13 @@ class LossTerms:
     node_logits: torch.Tensor | None = None
     n_pairs: int = 0
     n_nll_tokens: int = 0
+
+
+def trim_rows(batch: Any, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch's token rows `rows` (ids, mask, prompt lengths), trimmed to their longest real length."""
+    mask = batch.attention_mask[rows]
+    width = int(mask.sum(dim=1).max()) if len(rows) else 0
+    return batch.input_ids[rows][:, :width], mask[:, :width], batch.prompt_length[rows]
 
 
 def distinct_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor,
