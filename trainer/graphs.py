@@ -139,9 +139,10 @@ class GraphSpec:
         return replace(spec, **changes)
 
     def held_out(self) -> GraphSpec:
-        """The same texts, edges and format, but every node with its own label: what evaluation scores,
-        identical for every training recipe."""
-        return replace(self, max_rounds=None, agents=None, label_source="node")
+        """The same texts, edges and format, but every node with its own label and every MAG kept
+        (also one without a correct answer): what evaluation scores, identical for every training recipe."""
+        return replace(self, max_rounds=None, agents=None, label_source="node", objective="magdi",
+                       keep_without_correct=True)
 
 
 @dataclass

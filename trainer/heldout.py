@@ -97,7 +97,7 @@ def _score(model: Any, tokenizer: Any, debates: list[Debate], spec: GraphSpec, d
            mags_per_forward: int, max_length: int, seed: int, desc: str) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    spec = replace(spec.held_out(), objective="magdi", keep_without_correct=True, max_length=max_length)
+    spec = replace(spec.held_out(), max_length=max_length)
     encoder = MAGEncoder(tokenizer, spec)
     graphs = [g for g in (encoder.encode(d) for d in debates) if g is not None]
     collate = MAGCollator(tokenizer.pad_token_id)
