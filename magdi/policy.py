@@ -267,12 +267,9 @@ class OperatorPolicy(BaseSettings):
             _check_tree(real, root, path)
         return real
 
-    def relative_data_path(self, path: str) -> str:
-        """`confine`, stored relative to the root: each worker resolves it under its own root again."""
-        return self.stored_path(self.confine(path))
-
     def stored_path(self, real: Path) -> str:
-        """A path `confine` returned, relative to the root (how a job spec stores it)."""
+        """A path `confine` returned, relative to the root (how a job spec stores it): each worker
+        resolves it under its own root again."""
         return str(real.relative_to(os.path.realpath(self.data_root or "/"))) or "."
 
 

@@ -161,7 +161,7 @@ def test_data_paths_stay_under_the_root_through_symlinks(tmp_path) -> None:
     rules = OperatorPolicy(data_root=root)
     assert rules.confine("gsm8k.jsonl") == root / "gsm8k.jsonl"
     assert rules.confine(str(root / "gsm8k.jsonl")) == root / "gsm8k.jsonl"
-    assert rules.relative_data_path(str(root / "math")) == "math"
+    assert rules.stored_path(rules.confine(str(root / "math"))) == "math"
     for path in ("link.jsonl", str(outside / "secret.json"), "../outside/secret.json", "/", "missing.jsonl",
                  "gsm8k.jsonl\x00"):
         with pytest.raises(DataPathError, match=DATA_PATH_REFUSED):
