@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -287,6 +287,10 @@ def full_visibility_edges(responses: Iterable[Response]) -> list[Edge]:
     return edges
 
 
+JobMode = Literal["sync", "batch"]  # how a job's calls are made (JobSpec.mode)
+JOB_MODES: tuple[str, ...] = get_args(JobMode)
+
+
 class JobSpec(_Model):
     """What a generation job runs: a dataset slice, a panel and a protocol."""
 
@@ -299,7 +303,7 @@ class JobSpec(_Model):
     limit: int | None = Field(default=None, ge=1, le=INT64_MAX)
     panel: PanelConfig = Field(description="the panel as written (declared endpoints by name; never a key)")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
-    mode: Literal["sync", "batch"] = Field(
+    mode: JobMode = Field(
         "sync", description="sync: one chat completion per turn; batch: each round's turns of every debate go out "
                             "as Batch API jobs (the provider's batch price and quota)")
     offline: bool = Field(False, description="batch mode through files (`vllm run-batch`) instead of the Batch API; "

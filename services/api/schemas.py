@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from magdi.datasets import FORMATS
-from magdi.mag import Agent, DebateStatus, JobRunCounters, JobStatus, ParseStatus, TaskType
+from magdi.mag import Agent, DebateStatus, JobMode, JobRunCounters, JobStatus, ParseStatus, TaskType
 from magdi.panel import NAME_PATTERN, PanelConfig
 from magdi.protocol import ProtocolConfig
 
@@ -55,7 +55,7 @@ class JobCreate(_In):
                                                                      "up to the server's cap")
     panel: PanelConfig = Field(description="agents on endpoints the operator declared (see GET /v1/endpoints)")
     protocol: ProtocolConfig = Field(default_factory=ProtocolConfig)
-    mode: Literal["sync", "batch"] = Field(
+    mode: JobMode = Field(
         "sync", description="sync: one chat completion per turn; batch: each round's turns of every debate go out "
                             "as Batch API jobs on the panel's endpoints (their batch price, results within the "
                             "provider's window). Offline batch files are a CLI matter (`magdi generate --offline`)")

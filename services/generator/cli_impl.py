@@ -23,7 +23,7 @@ from magdi import redact
 from magdi.cli.common import console, fail, store_or_exit, user_errors
 from magdi.config_loading import load_settings
 from magdi.datasets import default_format, load_questions
-from magdi.mag import JobStatus
+from magdi.mag import JOB_MODES, JobStatus
 from magdi.panel import load_panel
 from magdi.protocol import ProtocolConfig
 from magdi.store.jobs import JobStore
@@ -43,7 +43,7 @@ def run_generate(*, panel: Path, dataset: str, data: Path, fmt: str | None, limi
                  reask: bool, missing_confidence: str, concurrency: int | None, show_progress: bool,
                  mode: str = "sync", batch_dir: Path | None = None, offline: bool = False) -> None:
     settings = get_settings()
-    if mode not in ("sync", "batch"):
+    if mode not in JOB_MODES:
         raise fail(f"--mode must be sync or batch, not {mode!r}")
     if offline and (mode != "batch" or batch_dir is None):
         raise fail("--offline writes batch files for `vllm run-batch`: use it with --mode batch and --batch-dir DIR")
