@@ -104,7 +104,7 @@ def describe_errors(model: type[BaseModel], exc: ValidationError, *, source: str
 
 
 # -- the shape of a model --------------------------------------------------------------------------
-def _unwrap(annotation: Any) -> Any:
+def unwrap_optional(annotation: Any) -> Any:
     """The model or list inside `X | None` / `Annotated[X, ...]`."""
     while True:
         origin = typing.get_origin(annotation)
@@ -127,7 +127,7 @@ def fields_at(model: type[BaseModel], loc: Location) -> list[str]:
     """The field names of the (sub)model at `loc` (list indices step into the items); [] if none."""
     current: Any = model
     for part in loc:
-        current = _unwrap(current)
+        current = unwrap_optional(current)
         if isinstance(part, int):
             args = typing.get_args(current)
             if typing.get_origin(current) is not list or not args:
@@ -137,14 +137,14 @@ def fields_at(model: type[BaseModel], loc: Location) -> list[str]:
             current = current.model_fields[part].annotation
         else:
             return []
-    current = _unwrap(current)
+    current = unwrap_optional(current)
     return list(current.model_fields) if _is_model(current) else []
 
 
 def sections(model: type[BaseModel]) -> dict[str, list[str]]:
     """Section name -> its field names (the fields of `model` that are models themselves)."""
-    return {name: list(_unwrap(f.annotation).model_fields) for name, f in model.model_fields.items()
-            if _is_model(_unwrap(f.annotation))}
+    return {name: list(unwrap_optional(f.annotation).model_fields) for name, f in model.model_fields.items()
+            if _is_model(unwrap_optional(f.annotation))}
 
 
 def known_keys(model: type[BaseModel]) -> list[str]:
@@ -161,7 +161,7 @@ def annotation_of(model: type[BaseModel], key: str, *, origin: str,
     current: Any = model
     parts = tuple(key.split("."))
     for depth, part in enumerate(parts):
-        current = _unwrap(current)
+        current = unwrap_optional(current)
         if not _is_model(current) or part not in current.model_fields:
             raise error(f"{origin}: unknown key {key!r}{_closest(model, key, parts[:depth])}")
         current = current.model_fields[part].annotation
@@ -212,7 +212,7 @@ def typed_value(text: str, annotation: Any) -> Any:
     readings = [parsed, text]
     if text.strip().lower() == "none":
         readings.append(None)
-    if typing.get_origin(_unwrap(annotation)) is list and isinstance(parsed, str):
+    if typing.get_origin(unwrap_optional(annotation)) is list and isinstance(parsed, str):
         readings.append([item.strip() for item in text.split(",") if item.strip()])
     adapter: TypeAdapter[Any] = TypeAdapter(annotation)
     for reading in readings:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ import typer
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from magdi.config_loading import unwrap_optional
 from magdi.errors import UserError
 from services.teachers.config import PanelSimConfig
 
@@ -57,10 +57,7 @@ def flag(name: str, field: FieldInfo) -> str:
 
 def _value_type(field: FieldInfo) -> Any:
     """The field's type without `None` (every option defaults to None: 'not given, keep the file's')."""
-    annotation = field.annotation
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        (annotation,) = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-    return annotation
+    return unwrap_optional(field.annotation)
 
 
 def _is_nested_dict(kind: Any) -> bool:
