@@ -102,7 +102,7 @@ function select(node, circle) {
 
 function render() {
   const root = document.getElementById("mag");
-  current.info = draw(root, current.mag, { select });
+  draw(root, current.mag, current.info, { select });
   const chosen = current.selected && root.querySelector(`circle.node[data-node-id="${CSS.escape(current.selected)}"]`);
   if (chosen) chosen.classList.add("selected");
 }
@@ -113,7 +113,7 @@ async function load() {
   document.getElementById("title").textContent = id;
   try {
     const mag = await api(`/v1/debates/${encodeURIComponent(id)}`);
-    current = { mag, selected: null, info: null };
+    current = { mag, selected: null, info: analyse(mag) };
     showQuestion(mag);
     render();
     status.textContent = "";

@@ -121,8 +121,8 @@ function layout(info, width) {
   };
 }
 
-function draw(root, mag, handlers) {
-  const info = analyse(mag);
+// `info` is analyse(mag), computed once per debate: a resize only lays the same drawing out again
+function draw(root, mag, info, handlers) {
   const box = root.parentElement.getBoundingClientRect();
   const style = getComputedStyle(root.parentElement);
   const inner = box.width - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - 2;
@@ -165,7 +165,6 @@ function draw(root, mag, handlers) {
     names.classList.toggle("stuck", scroller.scrollLeft > 0);
   };
   scroller.onscroll();
-  return info;
 }
 
 function defs() {
