@@ -53,7 +53,7 @@ async def retry_while(fn: Callable[[], Awaitable[T]], *, transient: Callable[[Ex
     is called before each delay (to log). Cancellation is never retried.
     """
 
-    async def attempt() -> T:
+    async def attempt() -> T:  # tenacity awaits only coroutine functions: a lambda's coroutine would come back unawaited
         return await fn()
 
     def stop(state: tenacity.RetryCallState) -> bool:

@@ -72,3 +72,10 @@ def test_a_caller_can_give_up_after_a_number_of_tries() -> None:
                                 give_up=lambda h: h.failed_attempts >= 3, delay_s=0.01, max_delay_s=0.01,
                                 on_retry=lambda e, h: seen.append(h.failed_attempts)))
     assert len(fn.starts) == 3 and seen == [1, 2]
+
+
+def test_a_plain_callable_that_returns_a_coroutine_is_awaited_and_retried() -> None:
+    """What callers pass (`lambda f=file: backend.submit(f)`): not a coroutine function itself."""
+    flaky = Flaky(ConnectionError("refused"))
+    assert run(lambda: flaky(), delay_s=0.01) == "ok"  # type: ignore[arg-type]
+    assert len(flaky.starts) == 2
