@@ -171,36 +171,28 @@ async def naive_gather(panel: PanelConfig, protocol_cfg: ProtocolConfig, questio
 
 
 async def engine_run(panel: PanelConfig, protocol_cfg: ProtocolConfig, questions: list[Question],
-                     sink: DebateSink, concurrency: int, job_id: str, name: str = "async engine") -> Run:
+                     sink: DebateSink, concurrency: int, job_id: str, name: str = "async engine", *,
+                     batch: bool = False) -> Run:
+    """The engine as `magdi generate` runs it; `batch`: in batch mode, every debate in flight and each
+    round one batch per model (`--mode batch` without the Neo4j batch records: nothing resumes here)."""
     endpoints = Endpoints(panel, resolve_keys(panel))
     protocol = build_protocol(protocol_cfg, {a.name: a.name for a in panel.agents})
-    engine = Engine(panel, protocol, endpoints, sink, job_id=job_id, concurrency=concurrency)
+    calls = None
+    if batch:
+        policy = PollPolicy(initial_s=0.2, max_s=1.0, timeout_s=3600)
+        calls = BatchCalls(job_id, api_backends(panel, endpoints, policy, job_id))
+        concurrency = len(questions)
+    engine = Engine(panel, protocol, endpoints, sink, job_id=job_id, concurrency=concurrency, calls=calls,
+                    progress=calls.progress if calls else None)
     start = time.monotonic()
     progress = await engine.run(questions)
     seconds = time.monotonic() - start
+    if calls is not None:
+        await calls.aclose()
+        name = f"batch mode ({progress.flushes} rounds of batches)"
     await endpoints.aclose()
     assert progress.done + progress.failed == len(questions), progress
     return Run(name, progress.done + progress.failed, 0, seconds, progress.cost_usd)
-
-
-async def batch_run(panel: PanelConfig, protocol_cfg: ProtocolConfig, questions: list[Question],
-                    sink: DebateSink, job_id: str) -> Run:
-    """The engine in batch mode: every debate in flight, each round one batch per model (`--mode batch`
-    without the Neo4j batch records, which a benchmark run does not resume)."""
-    endpoints = Endpoints(panel, resolve_keys(panel))
-    protocol = build_protocol(protocol_cfg, {a.name: a.name for a in panel.agents})
-    policy = PollPolicy(initial_s=0.2, max_s=1.0, timeout_s=3600)
-    calls = BatchCalls(job_id, api_backends(panel, endpoints, policy, job_id))
-    engine = Engine(panel, protocol, endpoints, sink, job_id=job_id, concurrency=len(questions), calls=calls,
-                    progress=calls.progress)
-    start = time.monotonic()
-    progress = await engine.run(questions)
-    seconds = time.monotonic() - start
-    await calls.aclose()
-    await endpoints.aclose()
-    assert progress.done + progress.failed == len(questions), progress
-    return Run(f"batch mode ({progress.flushes} rounds of batches)", progress.done + progress.failed, 0, seconds,
-               progress.cost_usd)
 
 
 @contextlib.contextmanager
@@ -285,7 +277,8 @@ def main() -> int:
                     told, protocol_cfg, engine_qs, sink, args.concurrency, f"{job_id}-told",
                     name=f"async engine, window_s={args.rate_window:g}"))))
         with open_sink(args.store, f"{job_id}-batch") as sink:  # the same debates as the engine run
-            batch = asyncio.run(batch_run(panel, protocol_cfg, engine_qs, sink, f"{job_id}-batch"))
+            batch = asyncio.run(engine_run(panel, protocol_cfg, engine_qs, sink, args.concurrency,
+                                           f"{job_id}-batch", batch=True))
         runs.append(counted(sim, batch))
     base, naive, ours, *told, batch = (r for r, _ in runs)
     bound_calls = len(MODELS) * args.rpm / 60
