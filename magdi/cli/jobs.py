@@ -114,9 +114,9 @@ def _add_batches(store: GraphStore, rows: list[dict[str, Any]]) -> None:
     """Each job's batches (batch mode: provider batch ids or offline file stems), in submission order."""
     from magdi.store.batches import BatchStore
 
-    batches = BatchStore(store)
+    batches = BatchStore(store).summaries_of([row["id"] for row in rows])
     for row in rows:
-        row["batches"] = batches.summaries(row["id"])
+        row["batches"] = batches[row["id"]]
 
 
 def _batch_table(batches: list[dict[str, Any]]) -> Table:

@@ -12,6 +12,7 @@ history.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -93,8 +94,16 @@ class BatchStore:
 
     def summaries(self, job_id: str) -> list[dict[str, Any]]:
         """Every batch of the job, in submission order, without its custom_ids (for `magdi jobs status`)."""
+        return self.summaries_of([job_id])[job_id]
+
+    def summaries_of(self, job_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """`summaries` of each job, in one query."""
         rows = self.store.rows(
-            "MATCH (b:Batch {job_id: $job_id}) RETURN b {.key, .batch_id, .kind, .seq, .model, .input_file_id, .rounds, "
+            "UNWIND $job_ids AS job_id MATCH (b:Batch {job_id: job_id}) "
+            "RETURN job_id, b {.key, .batch_id, .kind, .seq, .model, .input_file_id, .rounds, "
             ".status, .completed, .failed, .output_file_id, .error_file_id, .ingested, total: size(b.custom_ids), "
-            "created_at: toString(b.created_at)} AS b ORDER BY b.seq", job_id=job_id)
-        return [r["b"] for r in rows]
+            "created_at: toString(b.created_at)} AS b ORDER BY b.seq", job_ids=list(job_ids))
+        found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
+        for r in rows:
+            found[r["job_id"]].append(r["b"])
+        return found
