@@ -240,6 +240,24 @@ def page_query(flt: DebateFilter, after: str | None, limit: int, projection: str
     return query, {**params, "after": after or "", "limit": limit}
 
 
+# The debate list's projection, on the page's debates only (at most `window`, collected in the page's
+# order): one ON hop each for the question text, then the matches of `$needle` among them.
+_LIST_PROJECTION = """
+WITH collect(d {.*, question_text: [(d)-[:ON]->(q:Question) | q.text][0]}) AS page
+RETURN [s IN page WHERE $needle IS NULL OR toLower(coalesce(s.question_text, '')) CONTAINS $needle
+        OR toLower(s.id) CONTAINS $needle OR toLower(coalesce(s.qid, '')) CONTAINS $needle][..$take] AS hits,
+       size(page) AS scanned, page[-1].id AS last
+"""
+
+
+def list_query(flt: DebateFilter, after: str | None, *, window: int, needle: str | None,
+               take: int) -> tuple[str, dict[str, Any]]:
+    """Cypher + parameters: the first `take` matches of `needle` (lower case; None = all) among the
+    `window` debates after `after`, how many were read, and the last id read."""
+    query, params = page_query(flt, after, window, _LIST_PROJECTION)
+    return query, {**params, "needle": needle, "take": take}
+
+
 class GraphStore:
     """The MAG store on one Neo4j database. Thread-safe: a session per call, one shared driver."""
 
@@ -414,16 +432,37 @@ class GraphStore:
         # values(), not data(): data() copies every nested map and list once more in Python
         return self._run(lambda t: [r.values() for r in t.run(query, params)])
 
-    def list_debates(self, flt: DebateFilter | None = None, *, limit: int = 50, cursor: str | None = None) -> Page:
-        """Debate summaries (node properties, no responses), keyset-paginated by id."""
+    def list_debates(self, flt: DebateFilter | None = None, *, limit: int = 50, cursor: str | None = None,
+                     search: str | None = None, search_window: int = 2000) -> Page:
+        """Debate summaries (node properties and `question_text`, no responses), keyset-paginated by id;
+        InvalidCursor for a cursor we did not issue.
+
+        `search` keeps the debates whose question text, debate id or record id contains it, ignoring
+        case. No index serves a substring of free text together with the list's keyset order (a
+        Neo4j TEXT index finds matching questions, but a common word matches them all and the page
+        would sort every debate), so a search reads at most `search_window` debates past the cursor,
+        in the list's own index order, and returns the matches among them: each request costs the
+        same whatever the store holds. When the window is used up before the page is full,
+        `next_cursor` continues the scan where it stopped, so a search page may hold fewer than
+        `limit` items (even none) and still have a next page.
+        """
         after = decode_cursor(cursor)[0] if cursor else None
-        rows = self._page(flt or DebateFilter(), after, limit + 1, "RETURN d {.*} AS d")
-        items = [r[0] for r in rows[:limit]]
+        needle = search.strip().lower() if search and search.strip() else None
+        window = search_window if needle else limit + 1
+        query, params = list_query(flt or DebateFilter(), after, window=window, needle=needle, take=limit + 1)
+        row = self.rows(query, **params)[0]
+        hits: list[dict[str, Any]] = row["hits"]
+        items = hits[:limit]
+        if len(hits) > limit:
+            next_cursor = encode_cursor(items[-1]["id"])
+        elif row["scanned"] == window and row["last"] is not None:  # the window was full: more may match
+            next_cursor = encode_cursor(row["last"])
+        else:
+            next_cursor = None
         for item in items:
             if hasattr(item.get("created_at"), "iso_format"):
                 item["created_at"] = item["created_at"].iso_format()
-        more = len(rows) > limit
-        return Page(items=items, next_cursor=encode_cursor(items[-1]["id"]) if more and items else None)
+        return Page(items=items, next_cursor=next_cursor)
 
     def iter_debates(self, flt: DebateFilter | None = None, *, batch_size: int = 256) -> Iterator[Debate]:
         """Stream whole MAGs in id order, one page query per `batch_size` MAGs (constant memory)."""

@@ -7,8 +7,7 @@ from typing import Any
 from api_helpers import AUTH
 
 from magdi.mag import Question, TaskType
-from magdi.store.graph_store import DebateFilter, GraphStore
-from services.api.debate_list import list_query
+from magdi.store.graph_store import DebateFilter, GraphStore, list_query
 
 SCANS = {"NodeByLabelScan", "AllNodesScan"}
 

@@ -10,7 +10,6 @@ from magdi import ids
 from magdi.policy import PolicyError
 from magdi.store.graph_store import InvalidCursor
 from magdi.store.jobs import JobConflict
-from services.api.debate_list import list_page
 from services.api.deps import (
     FilterDep,
     JobsDep,
@@ -29,6 +28,7 @@ from services.api.schemas import (
     DebateCreate,
     DebatePublic,
     DebatesPage,
+    DebateSummary,
     ErrorOut,
 )
 
@@ -69,9 +69,10 @@ def list_debates(store: StoreDep, flt: FilterDep, limit: PageLimit, settings: Se
                      "than `limit` items and still have a next_cursor"))] = None) -> DebatesPage:
     """Debate summaries (with the question text) in id order, filtered, keyset-paginated (`next_cursor`)."""
     try:
-        return list_page(store, flt, limit=limit, cursor=cursor, search=q, search_window=settings.search_window)
+        page = store.list_debates(flt, limit=limit, cursor=cursor, search=q, search_window=settings.search_window)
     except InvalidCursor as exc:
         raise field_error("query", "cursor", str(exc)) from None
+    return DebatesPage(items=[DebateSummary.model_validate(i) for i in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{debate_id}", dependencies=[ReadAccess], responses={404: {"model": ErrorOut}})
