@@ -228,6 +228,11 @@ def _ids_in(path: Path) -> set[str]:
     return found
 
 
+def _batch_key(job_id: str, content: bytes) -> str:
+    """The key a batch is recorded and tagged under: the job and a digest of its input file."""
+    return f"{job_id}/{ids.digest(content.decode('utf-8'), length=24)}"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:60] or "x"
 
@@ -416,7 +421,7 @@ class BatchCalls:
         by_id = {c.custom_id: c for c in calls}
         files = build_input_files((chat_request(c.custom_id, c.agent, c.messages) for c in calls), agent.batch_limits)
         for file in files:
-            key = f"{self.job_id}/{ids.digest(file.content.decode('utf-8'), length=24)}"
+            key = await asyncio.to_thread(_batch_key, self.job_id, file.content)  # up to 200 MB: off the loop
             batch_calls = [by_id[cid] for cid in file.custom_ids]
             record = BatchRecord(job_id=self.job_id, key=key, batch_id=None, kind=backend.kind, seq=self._seq,
                                  model=file.model, endpoint=route(agent)[0],
