@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from magdi.config_loading import read_yaml
 from magdi.datasets import load_questions
 from magdi.formats.jsonl import dump
 from magdi.mag import Debate, DebateStatus, Question
@@ -35,10 +36,9 @@ from services.teachers.runner import TeacherPanelServer
 REPO = Path(__file__).resolve().parents[1]
 GSM8K = REPO / "data" / "gsm8k"
 CONVINCING = REPO / "data" / "convincing"
-# the panel of configs/panels/simulated.yaml: (seat, recorded model, convincing-samples file)
-SEATS = (("verifier-175b", "175b_verification", "chatgpt"),
-         ("finetuned-175b", "175b_finetuning", "claude"),
-         ("verifier-6b", "6b_verification", "bard"))
+# the seats of configs/panels/simulated.yaml ({name, model, demos}); not its defaults (its rpm limit
+# would pace the benchmark's generation)
+SEATS: list[dict[str, str]] = read_yaml(REPO / "configs" / "panels" / "simulated.yaml", what="panel file")["agents"]
 JOB = "job-bench-distill"
 
 
@@ -58,7 +58,7 @@ def gsm8k_questions(limit: int | None = None, offset: int = 0) -> list[Question]
 def panel_config(base_url: str) -> PanelConfig:
     return parse_panel({"name": "simulated", "defaults": {"base_url": base_url, "api_key_env": None,
                                                           "timeout_s": 30, "limits": {"max_in_flight": 64}},
-                        "agents": [{"name": n, "model": m, "demos": d} for n, m, d in SEATS]})
+                        "agents": SEATS})
 
 
 async def _run(panel: PanelConfig, protocol_cfg: ProtocolConfig, questions: list[Question],
@@ -78,8 +78,8 @@ def generate_mags(questions: list[Question], out: Path, *, rounds: int = 2, seed
                   concurrency: int = 64) -> MagsRun:
     """Debate `questions` on the simulated panel (`rounds` discussion rounds) and write the MAGs to `out`."""
     sim = PanelSimConfig(solutions_path=GSM8K / "model_solutions.jsonl", questions_path=GSM8K / "test.jsonl",
-                         models=[m for _, m, _ in SEATS], seed=seed)
-    demos = load_convincing(CONVINCING, "gsm8k", questions[0].task, [d for _, _, d in SEATS])
+                         models=[seat["model"] for seat in SEATS], seed=seed)
+    demos = load_convincing(CONVINCING, "gsm8k", questions[0].task, [seat["demos"] for seat in SEATS])
     protocol_cfg = ProtocolConfig(max_rounds=rounds, demos=demos, demos_source=str(CONVINCING))
     start = time.monotonic()
     with TeacherPanelServer(sim) as server:
