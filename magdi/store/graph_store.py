@@ -274,10 +274,9 @@ class GraphStore:
                 return session.execute_write(work, *args)
             return session.execute_read(work, *args)
 
-    def rows(self, query: str, *, write: bool = False, timeout_s: float | None = None,
-             **params: Any) -> list[dict[str, Any]]:
+    def rows(self, query: str, *, write: bool = False, **params: Any) -> list[dict[str, Any]]:
         """One query in a managed transaction (timeout, retries); its records as dicts."""
-        return self._run(lambda t: [r.data() for r in t.run(query, params)], write=write, timeout=timeout_s)
+        return self._run(lambda t: [r.data() for r in t.run(query, params)], write=write)
 
     def ensure_schema(self) -> int:
         return schema.apply(self.driver, self.database)

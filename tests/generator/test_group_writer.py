@@ -14,6 +14,7 @@ import pytest
 from neo4j.exceptions import ClientError, Neo4jError, ServiceUnavailable
 
 from magdi.mag import Agent, Debate, Question, Response
+from magdi.store.graph_store import GraphStore
 from services.generator.turn_writers import GroupWriter, MemorySink, is_store_outage
 
 
@@ -48,7 +49,7 @@ def test_a_real_transaction_timeout_counts_as_an_outage(store) -> None:  # noqa:
     """A server just back from a restart can take longer than the query timeout to commit."""
     slow = "UNWIND range(1, 2000000000) AS x WITH x WHERE x % 7 = 3 RETURN count(*) AS n"
     with pytest.raises(Neo4jError) as caught:
-        store.rows(slow, timeout_s=0.5)
+        GraphStore(store.driver, database=store.database, query_timeout_s=0.5).rows(slow)
     assert is_store_outage(caught.value), caught.value.code
 
 
